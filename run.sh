@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Main job: set up .venv, import every zoo model through both frontends, run it, print the table.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh
+exec .venv/bin/tessera zoo "$@"

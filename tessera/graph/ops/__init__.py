@@ -1,0 +1,10 @@
+"""Importing this package registers every operator (one module per family)."""
+
+from tessera.graph.ops import (  # noqa: F401
+    activation,
+    elementwise,
+    linalg,
+    nn,
+    reduce,
+    shape,
+)

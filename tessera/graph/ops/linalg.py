@@ -1,0 +1,3 @@
+"""Operators: linalg."""
+
+from __future__ import annotations

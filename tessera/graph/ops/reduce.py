@@ -1,0 +1,3 @@
+"""Operators: reduce."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Operators: shape."""
+
+from __future__ import annotations
