@@ -40,7 +40,7 @@ def format_graph(g: Graph, max_nodes: int | None = None) -> str:
     ins = ", ".join(f"{value_ref(i)}: {g.types[i]}" for i in g.inputs)
     outs = ", ".join(f"{value_ref(o)}: {g.types.get(o, '?')}" for o in g.outputs)
     lines = [f"graph {g.name}({ins}) -> ({outs}) {{"]
-    for name, c in g.constants.items():
+    for name in g.constants:
         lines.append(f"  const {value_ref(name)}: {g.types[name]}")
     for k, n in enumerate(g.nodes):
         if max_nodes is not None and k >= max_nodes:

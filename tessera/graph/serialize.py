@@ -7,8 +7,6 @@ dims, constant bytes. Writing is atomic (temp file + rename).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from tessera.errors import ModelLoadError
 from tessera.graph.dtypes import DType
 from tessera.graph.ir import Graph, Node
 from tessera.graph.tensor_type import TensorType
+from tessera.utils import atomic_output
 
 FORMAT = "tessera-graph/1"
 
@@ -74,17 +73,10 @@ def save_graph(g: Graph, path: str | Path) -> None:
         ],
         "metadata": g.metadata,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-            zf.writestr("graph.json", json.dumps(doc))
-            for key, data in blobs.items():
-                zf.writestr(key, data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("graph.json", json.dumps(doc))
+        for key, data in blobs.items():
+            zf.writestr(key, data)
 
 
 def load_graph(path: str | Path) -> Graph:

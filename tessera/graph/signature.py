@@ -8,7 +8,7 @@ import numpy as np
 
 from tessera.errors import InputCountError, InputDtypeError, InputShapeError
 from tessera.graph.ir import Graph
-from tessera.graph.symbolic import Sym, evaluate
+from tessera.graph.symbolic import Sym, evaluate, symbol_name
 
 
 def bind_inputs(
@@ -44,9 +44,7 @@ def bind_inputs(
             if isinstance(d, int):
                 if d != n:
                     raise InputShapeError(f"input {name!r}: expected shape {t}, got {list(arr.shape)} (axis {axis})")
-            elif len(d.terms) == 1 and list(d.terms.items())[0][1] == 1 and len(list(d.terms)[0]) == 1 \
-                    and isinstance(list(d.terms)[0][0], str):
-                sym = list(d.terms)[0][0]
+            elif (sym := symbol_name(d)) is not None:
                 if env.setdefault(sym, n) != n:
                     raise InputShapeError(
                         f"input {name!r}: axis {axis} is {sym!r}={env[sym]} elsewhere, got {n}"

@@ -32,7 +32,7 @@ class _Div:
         return n // self.den if self.kind == "//" else n % self.den
 
 
-Atom = Union[str, _Div]
+Atom = str | _Div
 Monomial = tuple[Atom, ...]  # sorted atoms; () is the constant term
 
 
@@ -196,8 +196,13 @@ def substitute(d: Dim, env: Mapping[str, Dim]) -> Dim:
     return total
 
 
-def dim_str(d: Dim) -> str:
-    return str(d)
+def symbol_name(d: Dim) -> str | None:
+    """The symbol's name when ``d`` is a plain symbol (``batch``), else None."""
+    if isinstance(d, Sym) and len(d.terms) == 1:
+        ((mono, coef),) = d.terms.items()
+        if coef == 1 and len(mono) == 1 and isinstance(mono[0], str):
+            return mono[0]
+    return None
 
 
 def parse_dim(text: str) -> Dim:
