@@ -61,6 +61,7 @@ class InferContext:
     attrs: dict[str, Any]
     values: list[np.ndarray | SymValue | None]
     num_outputs: int
+    _fresh: int = 0
 
     def type(self, i: int) -> TensorType:
         t = self.types[i] if i < len(self.types) else None
@@ -80,15 +81,19 @@ class InferContext:
         """A 0/1-D int input's value as a list of dims (concrete or symbolic), if known."""
         v = self.values[i] if i < len(self.values) else None
         if isinstance(v, np.ndarray):
-            return [int(x) for x in v.reshape(-1)]
+            return [int(x) for x in v.reshape(-1)] if v.dtype.kind in "iub" else None
         if isinstance(v, tuple):
             return list(v)
         return None
 
     def fresh_dim(self, hint: str) -> Sym:
-        """A new symbol for a data-dependent dim (e.g. a Reshape whose shape is computed)."""
+        """A new symbol for a data-dependent dim (e.g. a Reshape whose shape is computed).
+
+        Named after the node (unique in an imported graph) and numbered within it."""
         base = "".join(c if c.isalnum() else "_" for c in (self.node.name or self.node.op))
-        return Sym.var(f"{hint}_{base}".strip("_") or hint)
+        self._fresh += 1
+        name = f"{hint}_{base}_{self._fresh}".strip("_")
+        return Sym.var(name if name[0].isalpha() else f"d_{name}")
 
     def error(self, msg: str) -> ShapeInferenceError:
         return ShapeInferenceError(f"{self.node.op} node {self.node.name!r}: {msg}")
