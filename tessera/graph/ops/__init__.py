@@ -3,8 +3,12 @@
 from tessera.graph.ops import (  # noqa: F401
     activation,
     elementwise,
+    indexing,
     linalg,
     nn,
+    normalization,
+    pooling,
+    quantize,
     reduce,
     shape,
 )
