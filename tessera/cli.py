@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from tessera.api import load_model
@@ -75,17 +76,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
         g = optimize(g)
     console = Console()
-    console.print(f"[bold]{g.name}[/bold]: {len(g.nodes)} ops, {g.num_parameters:,} parameters, "
+    console.print(f"[bold]{escape(g.name)}[/bold]: {len(g.nodes)} ops, {g.num_parameters:,} parameters, "
                   f"FLOPs {_fmt_flops(count_flops(g))}")
     io = Table("kind", "name", "type", title="signature")
     for name in g.inputs:
-        io.add_row("input", name, str(g.types[name]))
+        io.add_row("input", escape(name), escape(str(g.types[name])))
     for name in g.outputs:
-        io.add_row("output", name, str(g.types[name]))
+        io.add_row("output", escape(name), escape(str(g.types[name])))
     console.print(io)
     hist = Table("op", "count", title="operators")
     for op, n in g.op_histogram().items():
-        hist.add_row(op, str(n))
+        hist.add_row(escape(op), str(n))
     console.print(hist)
     if args.graph:
         print(g)

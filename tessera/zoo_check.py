@@ -22,6 +22,7 @@ def check_zoo(models: Sequence[str] | None = None, frontends: Sequence[str] = ("
     """Print the zoo table; return True when every row is within TOLERANCE."""
     import torch
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from tessera.api import load_zoo_model
@@ -50,7 +51,7 @@ def check_zoo(models: Sequence[str] | None = None, frontends: Sequence[str] = ("
                 t2 = time.perf_counter()
             except TesseraError as e:
                 ok = False
-                table.add_row(name, fe, "", "", "", "", "", "", "", f"[red]error: {e}")
+                table.add_row(name, fe, "", "", "", "", "", "", "", f"[red]error: {escape(str(e))}")
                 continue
             _, env = bind_inputs(g, feeds)
             diff = max(float(np.max(np.abs(r.astype(np.float64) - o))) for r, o in zip(ref, outs, strict=True))

@@ -1,0 +1,108 @@
+"""Tessera as an ONNX backend (``onnx.backend.base.Backend``).
+
+``TesseraBackend.prepare(model)`` imports the model with the ONNX frontend and returns a
+:class:`TesseraRep` that runs it. Execution modes are pluggable: ``mode="reference"`` (the
+default and, for now, the only one) runs the registry's NumPy reference implementations; a
+compiled mode can be added to ``_EXECUTORS`` without changing the backend interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import ModelProto, NodeProto, helper
+from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
+
+from tessera.frontend.onnx_importer import import_onnx
+from tessera.graph.ir import Graph
+from tessera.graph.reference import run_reference
+
+Executor = Callable[[Graph, "Sequence[np.ndarray] | Mapping[str, np.ndarray]"], dict[str, np.ndarray]]
+
+_EXECUTORS: dict[str, Callable[[Graph], Executor]] = {
+    "reference": lambda _g: run_reference,
+}
+MODES = tuple(_EXECUTORS)
+
+
+class TesseraRep(BackendRep):
+    """A prepared model: the imported graph plus the executor of the chosen mode."""
+
+    def __init__(self, graph: Graph, mode: str = "reference") -> None:
+        if mode not in _EXECUTORS:
+            raise ValueError(f"unknown execution mode {mode!r} (available: {', '.join(MODES)})")
+        self.graph = graph
+        self.mode = mode
+        self._execute = _EXECUTORS[mode](graph)
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Run on ``inputs`` (one array, a sequence in input order, or a dict by name)."""
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        elif not isinstance(inputs, Mapping):
+            inputs = list(inputs)
+        outs = self._execute(self.graph, inputs)
+        names = self.graph.outputs
+        return namedtupledict("Outputs", names)(*[outs[n] for n in names])
+
+
+class TesseraBackend(Backend):
+    """ONNX backend interface over Tessera (CPU, reference executor)."""
+
+    @classmethod
+    def is_compatible(cls, model: ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
+        return cls.supports_device(device)
+
+    @classmethod
+    def prepare(cls, model: Any, device: str = "CPU", **kwargs: Any) -> TesseraRep:
+        """Import ``model`` (ModelProto, path or bytes); ``mode`` picks the executor."""
+        if not cls.supports_device(device):
+            raise ValueError(f"device {device!r} is not supported by Tessera's ONNX backend (CPU only)")
+        return TesseraRep(import_onnx(model), mode=kwargs.get("mode", "reference"))
+
+    @classmethod
+    def run_model(cls, model: Any, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[Any, ...]:
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+    @classmethod
+    def run_node(
+        cls,
+        node: NodeProto,
+        inputs: Any,
+        device: str = "CPU",
+        outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
+        **kwargs: Any,
+    ) -> tuple[Any, ...]:
+        """Run a single node on ``inputs`` by wrapping it in a one-node model."""
+        arrays = list(inputs.values()) if isinstance(inputs, Mapping) else list(inputs)
+        present = [name for name in node.input if name]
+        if len(present) != len(arrays):
+            raise ValueError(f"node {node.op_type} has {len(present)} inputs, got {len(arrays)} arrays")
+        in_infos = [
+            helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype),
+                                          np.asarray(a).shape)
+            for name, a in zip(present, arrays, strict=True)
+        ]
+        out_infos = [
+            helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None) for name in node.output if name
+        ]
+        opset = int(kwargs.pop("opset_version", onnx.defs.onnx_opset_version()))
+        graph = helper.make_graph([node], f"{node.op_type}_node", in_infos, out_infos)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        return cls.run_model(model, [np.asarray(a) for a in arrays], device, **kwargs)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        try:
+            return Device(device).type == DeviceType.CPU
+        except (AttributeError, ValueError):
+            return False
+
+
+prepare = TesseraBackend.prepare
+run_model = TesseraBackend.run_model
+run_node = TesseraBackend.run_node
+supports_device = TesseraBackend.supports_device

@@ -1,0 +1,63 @@
+"""TesseraBackend's ONNX backend interface: prepare/run, run_model, run_node, devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from tessera.errors import InputCountError, UnsupportedOperatorError
+from tessera.onnx_backend import MODES, TesseraBackend, TesseraRep
+
+
+def _gemm_model():
+    node = helper.make_node("Gemm", ["a", "b"], ["c"], transB=1, alpha=2.0)
+    graph = helper.make_graph(
+        [node], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [4, 3])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["n", 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def test_prepare_and_run() -> None:
+    rep = TesseraBackend.prepare(_gemm_model(), "CPU")
+    assert isinstance(rep, TesseraRep) and rep.mode == "reference" and MODES == ("reference",)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 3)).astype(np.float32)
+    b = rng.standard_normal((4, 3)).astype(np.float32)
+    want = 2.0 * a @ b.T
+    out = rep.run([a, b])
+    np.testing.assert_allclose(out[0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["c"], want, rtol=1e-5, atol=1e-6)  # namedtuple-dict access
+    np.testing.assert_allclose(rep.run({"a": a, "b": b}).c, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(TesseraBackend.run_model(_gemm_model(), [a, b])[0], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputCountError):
+        rep.run([a])
+
+
+def test_run_node() -> None:
+    node = helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])
+    x = np.arange(6, dtype=np.int64).reshape(2, 3)
+    (y,) = TesseraBackend.run_node(node, [x])
+    np.testing.assert_array_equal(y, x.T)
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    (r,) = TesseraBackend.run_node(relu, [np.array([-1.0, 2.0], np.float32)], opset_version=13)
+    np.testing.assert_array_equal(r, [0.0, 2.0])
+
+
+def test_devices_and_modes() -> None:
+    assert TesseraBackend.supports_device("CPU")
+    assert not TesseraBackend.supports_device("CUDA")
+    assert not TesseraBackend.supports_device("TPU")
+    with pytest.raises(ValueError, match="CUDA"):
+        TesseraBackend.prepare(_gemm_model(), "CUDA")
+    with pytest.raises(ValueError, match="unknown execution mode 'fast'"):
+        TesseraBackend.prepare(_gemm_model(), "CPU", mode="fast")
+
+
+def test_unsupported_model_raises() -> None:
+    node = helper.make_node("NoSuchOp", ["x"], ["y"])
+    with pytest.raises(UnsupportedOperatorError, match="NoSuchOp"):
+        TesseraBackend.run_node(node, [np.zeros(2, np.float32)])
