@@ -48,11 +48,13 @@ def infer_node(g: Graph, node: Node, values: dict[str, Any]) -> list[TensorType]
         raise ctx.error(f"shape inference failed: {e}") from e
     if len(out_types) < len(node.outputs):
         raise ctx.error(f"rule gave {len(out_types)} output types for {len(node.outputs)} outputs")
-    _record_values(op, ctx, node, values)
+    _record_values(op, ctx, node, values, out_types)
     return out_types[: len(node.outputs)]
 
 
-def _record_values(op: Any, ctx: InferContext, node: Node, values: dict[str, Any]) -> None:
+def _record_values(
+    op: Any, ctx: InferContext, node: Node, values: dict[str, Any], out_types: list[TensorType]
+) -> None:
     ins = [values.get(i) if i else None for i in node.inputs]
     present = [v for i, v in zip(node.inputs, ins, strict=True) if i]
     if present and all(isinstance(v, np.ndarray) for v in present):
@@ -67,9 +69,14 @@ def _record_values(op: Any, ctx: InferContext, node: Node, values: dict[str, Any
                     values[name] = v
             return
     if op.propagate is not None:
-        for name, v in zip(node.outputs, op.propagate(ctx), strict=False):
-            if name and v is not None:
-                values[name] = v
+        for name, v, t in zip(node.outputs, op.propagate(ctx), out_types, strict=False):
+            if not name or v is None:
+                continue
+            if all(isinstance(d, int) for d in v) and t.is_static and len(v) == t.numel:
+                # A fully known value (Shape of a static tensor) becomes a real constant, so
+                # downstream ops fold it by running their references.
+                v = np.array(v, dtype=t.dtype.np).reshape(t.shape)
+            values[name] = v
 
 
 def infer_shapes(g: Graph) -> Graph:

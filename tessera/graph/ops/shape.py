@@ -118,36 +118,11 @@ def _check_nonneg(ctx: InferContext, shape: Sequence[Dim]) -> tuple[Dim, ...]:
     return tuple(shape)
 
 
-def fold_static(infer: InferFn, propagate: PropagateFn) -> PropagateFn:
-    """Wrap a value propagation so that an all-int result becomes a real constant.
-
-    ``Shape`` of a static-shaped tensor (or a Gather of a static entry of a partly symbolic
-    shape) is fully known although its input value is not; as an ndarray of the output's
-    dtype and shape, the ops downstream (Equal, Where, ConstantOfShape...) fold it by
-    running their references instead of needing a symbolic rule."""
-
-    def prop(ctx: InferContext) -> Values:
-        vals = propagate(ctx)
-        if not any(v is not None and all(isinstance(d, int) for d in v) for v in vals):
-            return vals
-        types = infer(ctx)
-        out: list[Any] = []
-        for v, t in zip(vals, types, strict=False):
-            if v is not None and all(isinstance(d, int) for d in v) and numel(t.shape) == len(v):
-                out.append(np.array(v, dtype=t.dtype.np).reshape(t.shape))
-            else:
-                out.append(v)
-        return out
-
-    return prop
-
-
 def declare(name: str, infer: InferFn, ref: RefFn, attrs: dict[str, Attr] | None = None,
             ins: tuple[int, int] = (1, 1), outs: tuple[int, int] = (1, 1), propagate: PropagateFn | None = None,
             doc: str = "") -> OpDef:
     """Register an op; its value propagation (if any) folds all-int results to constants."""
-    prop = fold_static(infer, propagate) if propagate is not None else None
-    return register(OpDef(name, infer, ref, attrs or {}, ins, outs, propagate=prop, doc=doc))
+    return register(OpDef(name, infer, ref, attrs or {}, ins, outs, propagate=propagate, doc=doc))
 
 
 # ---- Reshape / Flatten / Squeeze / Unsqueeze / Identity / Transpose -------------------------
