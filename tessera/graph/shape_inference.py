@@ -17,7 +17,7 @@ from tessera.graph.registry import InferContext, check_arity, get_op, normalize_
 from tessera.graph.tensor_type import TensorType
 
 # Constant inputs up to this many elements are evaluated during inference (shape arithmetic).
-_EVAL_LIMIT = 4096
+EVAL_LIMIT = 4096
 
 
 def node_context(g: Graph, node: Node, values: dict[str, Any]) -> InferContext:
@@ -58,14 +58,14 @@ def _record_values(
     ins = [values.get(i) if i else None for i in node.inputs]
     present = [v for i, v in zip(node.inputs, ins, strict=True) if i]
     if present and all(isinstance(v, np.ndarray) for v in present):
-        if all(v.size <= _EVAL_LIMIT for v in present):
+        if all(v.size <= EVAL_LIMIT for v in present):
             try:
                 outs = op.reference([v if i else None for i, v in zip(node.inputs, ins, strict=True)],
                                     ctx.attrs, len(node.outputs))
             except Exception:  # a value we cannot fold now is simply unknown
                 return
             for name, v in zip(node.outputs, outs, strict=False):
-                if name and isinstance(v, np.ndarray) and v.size <= _EVAL_LIMIT:
+                if name and isinstance(v, np.ndarray) and v.size <= EVAL_LIMIT:
                     values[name] = v
             return
     if op.propagate is not None:
@@ -81,7 +81,7 @@ def _record_values(
 
 def infer_shapes(g: Graph) -> Graph:
     """(Re)compute ``g.types`` for every node output, in place; returns ``g``."""
-    values: dict[str, Any] = {k: v for k, v in g.constants.items() if v.size <= _EVAL_LIMIT}
+    values: dict[str, Any] = {k: v for k, v in g.constants.items() if v.size <= EVAL_LIMIT}
     for node in g.nodes:
         for name, t in zip(node.outputs, infer_node(g, node, values), strict=False):
             if name:

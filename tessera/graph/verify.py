@@ -7,7 +7,7 @@ from typing import Any
 
 from tessera.errors import GraphError
 from tessera.graph.ir import Graph
-from tessera.graph.shape_inference import _EVAL_LIMIT, infer_node
+from tessera.graph.shape_inference import EVAL_LIMIT, infer_node
 
 
 def verify(g: Graph) -> None:
@@ -33,7 +33,7 @@ def verify(g: Graph) -> None:
         if t.dtype.np != arr.dtype or t.shape != tuple(arr.shape):
             raise GraphError(f"constant {c!r} is {arr.dtype}{list(arr.shape)} but typed {t}")
 
-    values: dict[str, Any] = {k: v for k, v in g.constants.items() if v.size <= _EVAL_LIMIT}
+    values: dict[str, Any] = {k: v for k, v in g.constants.items() if v.size <= EVAL_LIMIT}
     for node in g.nodes:
         for i in node.inputs:
             if i and i not in defined:
