@@ -79,9 +79,14 @@ def _record_values(
             values[name] = v
 
 
+def known_values(g: Graph) -> dict[str, Any]:
+    """The constants small enough to take part in shape arithmetic, by name."""
+    return {k: v for k, v in g.constants.items() if v.size <= EVAL_LIMIT}
+
+
 def infer_shapes(g: Graph) -> Graph:
     """(Re)compute ``g.types`` for every node output, in place; returns ``g``."""
-    values: dict[str, Any] = {k: v for k, v in g.constants.items() if v.size <= EVAL_LIMIT}
+    values = known_values(g)
     for node in g.nodes:
         for name, t in zip(node.outputs, infer_node(g, node, values), strict=False):
             if name:

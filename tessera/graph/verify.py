@@ -3,11 +3,9 @@ schema, and that every recorded type is what the operator's shape rule gives."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tessera.errors import GraphError
 from tessera.graph.ir import Graph
-from tessera.graph.shape_inference import EVAL_LIMIT, infer_node
+from tessera.graph.shape_inference import infer_node, known_values
 
 
 def verify(g: Graph) -> None:
@@ -33,7 +31,7 @@ def verify(g: Graph) -> None:
         if t.dtype.np != arr.dtype or t.shape != tuple(arr.shape):
             raise GraphError(f"constant {c!r} is {arr.dtype}{list(arr.shape)} but typed {t}")
 
-    values: dict[str, Any] = {k: v for k, v in g.constants.items() if v.size <= EVAL_LIMIT}
+    values = known_values(g)
     for node in g.nodes:
         for i in node.inputs:
             if i and i not in defined:

@@ -11,7 +11,7 @@ from tessera.graph.dtypes import DType
 from tessera.graph.ir import Graph, Node
 from tessera.graph.passes._rewrite import NONDETERMINISTIC, forward_value
 from tessera.graph.registry import get_op, normalize_attrs
-from tessera.graph.shape_inference import EVAL_LIMIT, infer_node
+from tessera.graph.shape_inference import EVAL_LIMIT, infer_node, known_values
 from tessera.graph.tensor_type import TensorType
 
 # Folded outputs larger than this (in bytes) are kept only if the inputs were at least as big,
@@ -26,7 +26,7 @@ def fold_constants(g: Graph, size_limit: int = DEFAULT_SIZE_LIMIT) -> Graph:
 
     Nondeterministic (random) operators are never folded. Graph output names are kept."""
     out = g.copy()
-    values: dict[str, Any] = {k: v for k, v in out.constants.items() if v.size <= EVAL_LIMIT}
+    values = known_values(out)
     for node in list(out.nodes):
         src = _passthrough(out, node)
         if src is not None:
