@@ -29,7 +29,7 @@ from tessera.frontend.onnx_opset import (
 from tessera.graph.dtypes import DType
 from tessera.graph.ir import Graph, Node
 from tessera.graph.registry import get_op, has_op
-from tessera.graph.shape_inference import _EVAL_LIMIT, infer_node
+from tessera.graph.shape_inference import EVAL_LIMIT, infer_node
 from tessera.graph.symbolic import Dim, Sym
 from tessera.graph.tensor_type import TensorType
 from tessera.graph.verify import verify
@@ -281,7 +281,7 @@ class _Importer:
         if name in self.g.types:
             raise GraphError(f"value {name!r} is defined more than once")
         self.g.add_constant(name, value)
-        if value.size <= _EVAL_LIMIT:
+        if value.size <= EVAL_LIMIT:
             self.values[name] = value
 
     # steps
