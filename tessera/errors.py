@@ -67,3 +67,8 @@ class InputShapeError(InputError):
 
 class InputDtypeError(InputError):
     """An input's dtype does not match the declared dtype."""
+
+
+class CompileError(TesseraError):
+    """Compiling a model failed: unsupported construct, or the C compiler rejected generated code
+    (the message names the generated file and the kernel)."""

@@ -1,0 +1,1 @@
+"""Loop-level IR: expressions, tensor expressions (compute definitions), loop nests."""

@@ -1,0 +1,3 @@
+"""Importing this package registers every operator's compute definition."""
+
+from tessera.loop.computes import elementwise, linalg  # noqa: F401

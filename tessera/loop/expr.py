@@ -1,0 +1,462 @@
+"""Scalar expressions shared by compute definitions and the loop IR.
+
+Expressions are immutable trees. Index arithmetic is integer (``i64``); arithmetic on values
+follows the operand dtype (a DType name such as ``"f32"``). Python operators build trees and
+fold constants on the fly; :func:`simplify` applies range-aware index rewrites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+INDEX = "i64"
+BOOL = "bool"
+
+
+class Expr:
+    """Base class of expressions. ``dtype`` is a short DType name (``f32``, ``i64``, ``bool``)."""
+
+    dtype: str
+
+    # arithmetic -----------------------------------------------------------------------------
+    def __add__(self, o: Any) -> Expr:
+        return binop("add", self, o)
+
+    def __radd__(self, o: Any) -> Expr:
+        return binop("add", o, self)
+
+    def __sub__(self, o: Any) -> Expr:
+        return binop("sub", self, o)
+
+    def __rsub__(self, o: Any) -> Expr:
+        return binop("sub", o, self)
+
+    def __mul__(self, o: Any) -> Expr:
+        return binop("mul", self, o)
+
+    def __rmul__(self, o: Any) -> Expr:
+        return binop("mul", o, self)
+
+    def __truediv__(self, o: Any) -> Expr:
+        return binop("div", self, o)
+
+    def __rtruediv__(self, o: Any) -> Expr:
+        return binop("div", o, self)
+
+    def __floordiv__(self, o: Any) -> Expr:
+        return binop("floordiv", self, o)
+
+    def __mod__(self, o: Any) -> Expr:
+        return binop("mod", self, o)
+
+    def __neg__(self) -> Expr:
+        return binop("sub", const(0, self.dtype), self)
+
+    # comparisons are methods: __eq__ stays structural equality for dataclasses
+    def lt(self, o: Any) -> Expr:
+        return binop("lt", self, o)
+
+    def le(self, o: Any) -> Expr:
+        return binop("le", self, o)
+
+    def gt(self, o: Any) -> Expr:
+        return binop("lt", o, self)
+
+    def ge(self, o: Any) -> Expr:
+        return binop("le", o, self)
+
+    def eq(self, o: Any) -> Expr:
+        return binop("eq", self, o)
+
+    def ne(self, o: Any) -> Expr:
+        return binop("ne", self, o)
+
+
+@dataclass(frozen=True, eq=True)
+class Const(Expr):
+    value: int | float | bool
+    dtype: str = INDEX
+
+
+@dataclass(frozen=True, eq=True)
+class Var(Expr):
+    """A loop variable or an axis of a compute definition."""
+
+    name: str
+    dtype: str = INDEX
+
+
+@dataclass(frozen=True, eq=True)
+class BinOp(Expr):
+    op: str  # add sub mul div floordiv mod min max pow lt le eq ne and or
+    a: Expr
+    b: Expr
+    dtype: str = INDEX
+
+
+@dataclass(frozen=True, eq=True)
+class Call(Expr):
+    """A unary or n-ary math function: exp log sqrt tanh erf abs neg floor ceil round ..."""
+
+    fn: str
+    args: tuple[Expr, ...]
+    dtype: str = "f32"
+
+
+@dataclass(frozen=True, eq=True)
+class Select(Expr):
+    cond: Expr
+    a: Expr
+    b: Expr
+    dtype: str = "f32"
+
+
+@dataclass(frozen=True, eq=True)
+class Cast(Expr):
+    value: Expr
+    dtype: str = "f32"
+
+
+@dataclass(frozen=True, eq=True)
+class Load(Expr):
+    """Read ``tensor[indices]``; ``tensor`` is a te.Tensor or a loop-IR Buffer (by name)."""
+
+    tensor: Any
+    indices: tuple[Expr, ...]
+    dtype: str = "f32"
+
+
+@dataclass(frozen=True, eq=True)
+class Reduce(Expr):
+    """``combiner`` over ``axes`` of ``body`` (only in compute definitions)."""
+
+    combiner: str  # sum max min prod
+    body: Expr
+    axes: tuple[Var, ...]
+    extents: tuple[int, ...] = field(default=())
+    dtype: str = "f32"
+
+
+COMPARE = ("lt", "le", "eq", "ne")
+LOGIC = ("and", "or")
+INT_KINDS = ("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "bool")
+
+
+def is_int(dtype: str) -> bool:
+    return dtype in INT_KINDS
+
+
+def const(v: int | float | bool, dtype: str | None = None) -> Const:
+    if dtype is None:
+        dtype = BOOL if isinstance(v, bool) else INDEX if isinstance(v, int) else "f32"
+    if dtype == BOOL:
+        return Const(bool(v), BOOL)
+    return Const(int(v) if is_int(dtype) else float(v), dtype)
+
+
+def wrap(v: Any, like: str | None = None) -> Expr:
+    if isinstance(v, Expr):
+        return v
+    return const(v, like if like is not None and not (isinstance(v, float) and is_int(like)) else None)
+
+
+_FOLD: dict[str, Callable[[Any, Any], Any]] = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "min": min,
+    "max": max,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "and": lambda a, b: bool(a and b),
+    "or": lambda a, b: bool(a or b),
+}
+
+
+def binop(op: str, a: Any, b: Any) -> Expr:
+    """Build ``a <op> b`` with constant folding and identities (x+0, x*1, x*0 for ints)."""
+    if not isinstance(a, Expr) and isinstance(b, Expr):
+        a = wrap(a, b.dtype)
+    a = wrap(a)
+    b = wrap(b, a.dtype)
+    dtype = BOOL if op in COMPARE or op in LOGIC else a.dtype
+    if isinstance(a, Const) and isinstance(b, Const):
+        if op in _FOLD:
+            return const(_FOLD[op](a.value, b.value), dtype)
+        if op == "floordiv" and is_int(dtype) and b.value != 0:
+            return const(a.value // b.value, dtype)
+        if op == "mod" and is_int(dtype) and b.value != 0:
+            return const(a.value % b.value, dtype)
+        if op == "div" and not is_int(dtype) and b.value != 0:
+            return const(a.value / b.value, dtype)
+    if op == "add":
+        if _is(b, 0):
+            return a
+        if _is(a, 0):
+            return b
+    elif op == "sub" and _is(b, 0):
+        return a
+    elif op == "mul":
+        if _is(b, 1):
+            return a
+        if _is(a, 1):
+            return b
+        if is_int(dtype) and (_is(a, 0) or _is(b, 0)):
+            return const(0, dtype)
+    elif op in ("floordiv", "div") and _is(b, 1):
+        return a
+    elif op == "mod" and _is(b, 1) and is_int(dtype):
+        return const(0, dtype)
+    return BinOp(op, a, b, dtype)
+
+
+def _is(e: Expr, v: int) -> bool:
+    return isinstance(e, Const) and e.value == v and not isinstance(e.value, bool)
+
+
+def call(fn: str, *args: Any) -> Expr:
+    xs = tuple(wrap(a) for a in args)
+    return Call(fn, xs, xs[0].dtype)
+
+
+def select(cond: Expr, a: Any, b: Any) -> Expr:
+    if isinstance(cond, Const):
+        return wrap(a) if cond.value else wrap(b)
+    a2 = wrap(a, b.dtype if isinstance(b, Expr) else None)
+    b2 = wrap(b, a2.dtype)
+    return Select(cond, a2, b2, a2.dtype)
+
+
+def cast(v: Expr, dtype: str) -> Expr:
+    if v.dtype == dtype:
+        return v
+    if isinstance(v, Const):
+        return const(v.value, dtype)
+    return Cast(v, dtype)
+
+
+def minimum(a: Any, b: Any) -> Expr:
+    return binop("min", a, b)
+
+
+def maximum(a: Any, b: Any) -> Expr:
+    return binop("max", a, b)
+
+
+def logical_and(*cs: Expr) -> Expr:
+    out: Expr = const(True)
+    for c in cs:
+        out = c if _is_true(out) else binop("and", out, c)
+    return out
+
+
+def _is_true(e: Expr) -> bool:
+    return isinstance(e, Const) and e.value is True
+
+
+# ---- traversal ---------------------------------------------------------------------------
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    if isinstance(e, BinOp):
+        return (e.a, e.b)
+    if isinstance(e, Call):
+        return e.args
+    if isinstance(e, Select):
+        return (e.cond, e.a, e.b)
+    if isinstance(e, Cast):
+        return (e.value,)
+    if isinstance(e, Load):
+        return e.indices
+    if isinstance(e, Reduce):
+        return (e.body,)
+    return ()
+
+
+def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:
+    """``e`` with its children replaced (re-running the folding constructors)."""
+    if isinstance(e, BinOp):
+        return binop(e.op, kids[0], kids[1])
+    if isinstance(e, Call):
+        return Call(e.fn, kids, e.dtype)
+    if isinstance(e, Select):
+        return select(kids[0], kids[1], kids[2])
+    if isinstance(e, Cast):
+        return cast(kids[0], e.dtype)
+    if isinstance(e, Load):
+        return Load(e.tensor, kids, e.dtype)
+    if isinstance(e, Reduce):
+        return Reduce(e.combiner, kids[0], e.axes, e.extents, e.dtype)
+    return e
+
+
+def transform(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
+    """Bottom-up rewrite: ``fn`` returns a replacement or None to keep the (rebuilt) node."""
+    kids = children(e)
+    if kids:
+        new = tuple(transform(k, fn) for k in kids)
+        if any(n is not k for n, k in zip(new, kids, strict=True)):
+            e = rebuild(e, new)
+    r = fn(e)
+    return e if r is None else r
+
+
+def substitute(e: Expr, env: Mapping[str, Expr]) -> Expr:
+    """Replace variables by name."""
+    return transform(e, lambda x: env.get(x.name) if isinstance(x, Var) else None)
+
+
+def free_vars(e: Expr) -> set[str]:
+    out: set[str] = set()
+
+    def visit(x: Expr) -> None:
+        if isinstance(x, Var):
+            out.add(x.name)
+        for k in children(x):
+            visit(k)
+
+    visit(e)
+    return out
+
+
+# ---- range-aware index simplification ------------------------------------------------------
+
+Ranges = Mapping[str, tuple[int, int]]  # var name -> inclusive [lo, hi]
+
+
+def bounds(e: Expr, ranges: Ranges) -> tuple[int, int] | None:
+    """Inclusive integer bounds of an index expression, or None if unknown."""
+    if isinstance(e, Const) and isinstance(e.value, int):
+        return (e.value, e.value)
+    if isinstance(e, Var):
+        return ranges.get(e.name)
+    if isinstance(e, BinOp) and is_int(e.dtype):
+        a, b = bounds(e.a, ranges), bounds(e.b, ranges)
+        if a is None or b is None:
+            return None
+        if e.op == "add":
+            return (a[0] + b[0], a[1] + b[1])
+        if e.op == "sub":
+            return (a[0] - b[1], a[1] - b[0])
+        if e.op == "mul":
+            ps = [x * y for x in a for y in b]
+            return (min(ps), max(ps))
+        if e.op == "floordiv" and b[0] == b[1] and b[0] > 0:
+            return (a[0] // b[0], a[1] // b[0])
+        if e.op == "mod" and b[0] == b[1] and b[0] > 0:
+            return (a[0], a[1]) if 0 <= a[0] and a[1] < b[0] else (0, b[0] - 1)
+        if e.op == "min":
+            return (min(a[0], b[0]), min(a[1], b[1]))
+        if e.op == "max":
+            return (max(a[0], b[0]), max(a[1], b[1]))
+    return None
+
+
+def _split_multiple(e: Expr, c: int, ranges: Ranges) -> tuple[Expr, Expr] | None:
+    """Write ``e`` as ``q*c + r`` with ``r`` provably in [0, c): returns (q, r)."""
+    terms = _sum_terms(e)
+    q: Expr = const(0)
+    r: Expr = const(0)
+    for t in terms:
+        k = _coeff_multiple(t, c)
+        if k is not None:
+            q = q + k
+        else:
+            r = r + t
+    rb = bounds(r, ranges)
+    if rb is None or rb[0] < 0 or rb[1] >= c:
+        return None
+    return q, r
+
+
+def _sum_terms(e: Expr) -> list[Expr]:
+    if isinstance(e, BinOp) and e.op == "add":
+        return _sum_terms(e.a) + _sum_terms(e.b)
+    return [e]
+
+
+def _coeff_multiple(t: Expr, c: int) -> Expr | None:
+    """``t / c`` if ``t`` is syntactically a multiple of ``c``."""
+    if isinstance(t, Const) and isinstance(t.value, int) and t.value % c == 0:
+        return const(t.value // c)
+    if isinstance(t, BinOp) and t.op == "mul":
+        for x, y in ((t.a, t.b), (t.b, t.a)):
+            if isinstance(y, Const) and isinstance(y.value, int) and y.value % c == 0:
+                return x * (y.value // c)
+    return None
+
+
+def simplify(e: Expr, ranges: Ranges | None = None) -> Expr:
+    """Simplify integer index arithmetic using variable ranges:
+    ``(q*c + r)//c -> q`` and ``(q*c + r)%c -> r`` when ``0 <= r < c``; a floordiv/mod of a
+    value already within ``[0, c)`` is folded; min/max decided by bounds."""
+    rng = ranges or {}
+
+    def rule(x: Expr) -> Expr | None:
+        if not isinstance(x, BinOp) or not is_int(x.dtype):
+            return None
+        if x.op in ("floordiv", "mod") and isinstance(x.b, Const) and isinstance(x.b.value, int) and x.b.value > 0:
+            c = x.b.value
+            split = _split_multiple(x.a, c, rng)
+            if split is not None:
+                return split[0] if x.op == "floordiv" else split[1]
+            # (a // c1) // c2 -> a // (c1*c2)
+            if x.op == "floordiv" and isinstance(x.a, BinOp) and x.a.op == "floordiv" \
+                    and isinstance(x.a.b, Const) and isinstance(x.a.b.value, int) and x.a.b.value > 0:
+                ab = bounds(x.a.a, rng)
+                if ab is not None and ab[0] >= 0:
+                    return binop("floordiv", x.a.a, x.a.b.value * c)
+        if x.op in ("min", "max"):
+            a, b = bounds(x.a, rng), bounds(x.b, rng)
+            if a is not None and b is not None:
+                if a[1] <= b[0]:
+                    return x.a if x.op == "min" else x.b
+                if b[1] <= a[0]:
+                    return x.b if x.op == "min" else x.a
+        if x.op in ("lt", "le"):
+            a, b = bounds(x.a, rng), bounds(x.b, rng)
+            if a is not None and b is not None:
+                if (a[1] < b[0]) if x.op == "lt" else (a[1] <= b[0]):
+                    return const(True)
+                if (a[0] >= b[1]) if x.op == "lt" else (a[0] > b[1]):
+                    return const(False)
+        return None
+
+    prev = None
+    out = e
+    for _ in range(4):  # a few rounds reach a fixed point in practice
+        prev, out = out, transform(out, rule)
+        if out == prev:
+            break
+    return out
+
+
+def to_str(e: Expr) -> str:
+    """Readable text form."""
+    if isinstance(e, Const):
+        return repr(e.value) if e.dtype in (INDEX, BOOL) else f"{e.value!r}:{e.dtype}"
+    if isinstance(e, Var):
+        return e.name
+    if isinstance(e, BinOp):
+        sym = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%", "lt": "<",
+               "le": "<=", "eq": "==", "ne": "!=", "and": "&&", "or": "||"}.get(e.op)
+        if sym:
+            return f"({to_str(e.a)} {sym} {to_str(e.b)})"
+        return f"{e.op}({to_str(e.a)}, {to_str(e.b)})"
+    if isinstance(e, Call):
+        return f"{e.fn}({', '.join(to_str(a) for a in e.args)})"
+    if isinstance(e, Select):
+        return f"select({to_str(e.cond)}, {to_str(e.a)}, {to_str(e.b)})"
+    if isinstance(e, Cast):
+        return f"{e.dtype}({to_str(e.value)})"
+    if isinstance(e, Load):
+        name = getattr(e.tensor, "name", str(e.tensor))
+        return f"{name}[{', '.join(to_str(i) for i in e.indices)}]"
+    if isinstance(e, Reduce):
+        ax = ", ".join(f"{a.name}<{n}" for a, n in zip(e.axes, e.extents, strict=False))
+        return f"{e.combiner}({to_str(e.body)} over {ax})"
+    return repr(e)
