@@ -44,7 +44,7 @@ def load_zoo_model(name: str, frontend: str = "torch", batch: int = 1) -> Graph:
         from tessera.frontend.torch_importer import import_torch
 
         return import_torch(zm.module, zm.example_inputs, input_names=zm.input_names,
-                            dynamic_axes=zm.dynamic_axes)
+                            dynamic_axes=zm.dynamic_axes, output_names=zm.output_names)
     from tessera.frontend.onnx_importer import import_onnx
 
     with tempfile.TemporaryDirectory() as tmp:

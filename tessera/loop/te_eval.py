@@ -125,7 +125,9 @@ def _eval_tensor(t: Tensor, values: Mapping[int, np.ndarray]) -> np.ndarray:
     return np.broadcast_to(out, t.shape).astype(np_dtype(t.dtype)).copy()
 
 
-def evaluate(outputs: list[Tensor], feeds: Mapping[Tensor, np.ndarray] | list[tuple[Tensor, np.ndarray]]) -> list[np.ndarray]:
+def evaluate(
+    outputs: list[Tensor], feeds: Mapping[Tensor, np.ndarray] | list[tuple[Tensor, np.ndarray]]
+) -> list[np.ndarray]:
     """Evaluate computed tensors ``outputs`` given arrays for their placeholders.
 
     Reductions must be the outermost expression of a compute (``out[i] = sum(...)``)."""
