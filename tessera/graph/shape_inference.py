@@ -64,8 +64,9 @@ def _record_values(
                                     ctx.attrs, len(node.outputs))
             except Exception:  # a value we cannot fold now is simply unknown
                 return
-            for name, v in zip(node.outputs, outs, strict=False):
-                if name and isinstance(v, np.ndarray) and v.size <= EVAL_LIMIT:
+            for name, v, t in zip(node.outputs, outs, out_types, strict=False):
+                v = np.asarray(v)  # references may return NumPy scalars
+                if name and v.size <= EVAL_LIMIT and v.dtype == t.dtype.np:
                     values[name] = v
             return
     if op.propagate is not None:

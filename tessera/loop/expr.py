@@ -460,3 +460,78 @@ def to_str(e: Expr) -> str:
         ax = ", ".join(f"{a.name}<{n}" for a, n in zip(e.axes, e.extents, strict=False))
         return f"{e.combiner}({to_str(e.body)} over {ax})"
     return repr(e)
+
+
+# ---- linear forms of index expressions -----------------------------------------------------
+
+
+def linear_form(e: Expr) -> tuple[dict[Expr, int], int] | None:
+    """Write an integer index expression as ``sum(coef * atom) + const`` where atoms are
+    variables or floordiv/mod terms; ``(x//c)*c*k + (x%c)*k`` collapses to ``x*k``.
+    Returns None for non-affine expressions (products of variables, loads...)."""
+    terms: dict[Expr, int] = {}
+    const_part = 0
+
+    def add(x: Expr, k: int) -> bool:
+        nonlocal const_part
+        if isinstance(x, Const) and isinstance(x.value, int) and not isinstance(x.value, bool):
+            const_part += k * x.value
+            return True
+        if isinstance(x, Var):
+            terms[x] = terms.get(x, 0) + k
+            return True
+        if isinstance(x, BinOp):
+            if x.op == "add":
+                return add(x.a, k) and add(x.b, k)
+            if x.op == "sub":
+                return add(x.a, k) and add(x.b, -k)
+            if x.op == "mul":
+                if isinstance(x.b, Const) and isinstance(x.b.value, int):
+                    return add(x.a, k * x.b.value)
+                if isinstance(x.a, Const) and isinstance(x.a.value, int):
+                    return add(x.b, k * x.a.value)
+                return False
+            if x.op in ("floordiv", "mod") and isinstance(x.b, Const):
+                terms[x] = terms.get(x, 0) + k
+                return True
+        return False
+
+    if not add(e, 1):
+        return None
+    changed = True
+    while changed:  # (x//c)*c*k + (x%c)*k -> x*k
+        changed = False
+        for atom, k in list(terms.items()):
+            if isinstance(atom, BinOp) and atom.op == "mod" and k and atom in terms:
+                c = atom.b.value  # type: ignore[attr-defined]
+                div = BinOp("floordiv", atom.a, atom.b, atom.dtype)
+                if terms.get(div, 0) == k * c:
+                    del terms[atom]
+                    del terms[div]
+                    sub = linear_form(atom.a)
+                    if sub is None:
+                        terms[atom.a] = terms.get(atom.a, 0) + k
+                    else:
+                        for a2, k2 in sub[0].items():
+                            terms[a2] = terms.get(a2, 0) + k * k2
+                        const_part += k * sub[1]
+                    changed = True
+                    break
+    return {a: k for a, k in terms.items() if k}, const_part
+
+
+def stride_along(e: Expr, var: str) -> int | None:
+    """The constant step of index ``e`` per unit step of ``var`` (0 if independent), or None
+    when ``e`` is not affine in ``var`` (e.g. ``var`` appears inside a floordiv/mod)."""
+    lf = linear_form(e)
+    if lf is None:
+        return None if var in free_vars(e) else 0
+    terms, _ = lf
+    step = 0
+    for atom, k in terms.items():
+        if isinstance(atom, Var):
+            if atom.name == var:
+                step += k
+        elif var in free_vars(atom):
+            return None
+    return step

@@ -1,3 +1,3 @@
 """Importing this package registers every operator's compute definition."""
 
-from tessera.loop.computes import elementwise, linalg  # noqa: F401
+from tessera.loop.computes import elementwise, indexing, linalg, nn, pooling, shape  # noqa: F401

@@ -1,0 +1,222 @@
+"""Apply schedules to a group's stages and emit one loop-IR kernel."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from tessera.loop.expr import (
+    BinOp,
+    Const,
+    Expr,
+    Load,
+    Reduce,
+    Var,
+    binop,
+    const,
+    free_vars,
+    logical_and,
+    simplify,
+    substitute,
+    transform,
+)
+from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
+from tessera.loop.stages import Stage
+from tessera.loop.te import Tensor
+from tessera.schedule.primitives import LoopNest, Step, replay
+
+
+def stage_nest(stage: Stage) -> LoopNest:
+    """The unscheduled loop nest of a stage: its axes, then its reduction axes."""
+    spatial = [(a.name, n) for a, n in zip(stage.tensor.axes, stage.tensor.shape, strict=True)]
+    red = stage.reduce
+    reduce = [(a.name, n) for a, n in zip(red.axes, red.extents, strict=True)] if red else []
+    return LoopNest.create(spatial, reduce)
+
+
+def product_factors(e: Expr) -> list[Expr]:
+    """Factors of a product tree (``a*b*c`` -> [a, b, c])."""
+    if isinstance(e, BinOp) and e.op == "mul":
+        return product_factors(e.a) + product_factors(e.b)
+    return [e]
+
+
+def _product(fs: Sequence[Expr]) -> Expr:
+    out = fs[0]
+    for f in fs[1:]:
+        out = out * f
+    return out
+
+
+_INIT = {"sum": 0.0, "prod": 1.0, "max": -math.inf, "min": math.inf}
+
+
+def _init_value(combiner: str, dtype: str) -> Expr:
+    v = _INIT[combiner]
+    if dtype.startswith(("i", "u")) or dtype == "bool":
+        import numpy as np
+
+        from tessera.loop.te_eval import np_dtype
+
+        info = np.iinfo(np_dtype(dtype)) if dtype != "bool" else None
+        if combiner == "max":
+            return const(info.min if info else 0, dtype)
+        if combiner == "min":
+            return const(info.max if info else 1, dtype)
+        return const(int(v), dtype)
+    return const(v, dtype)
+
+
+def _combine(combiner: str, acc: Expr, x: Expr) -> Expr:
+    return {"sum": lambda: acc + x, "prod": lambda: acc * x, "max": lambda: binop("max", acc, x),
+            "min": lambda: binop("min", acc, x)}[combiner]()
+
+
+class KernelBuilder:
+    """Emits a kernel for ``stages``; buffers for placeholders, outputs and workspaces."""
+
+    def __init__(self, name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:
+        self.name = name
+        self.buffers: dict[int, Buffer] = {}
+        self.params: list[Buffer] = []
+        for k, t in enumerate(inputs):
+            self._add(t, f"in{k}")
+        for k, t in enumerate(outputs):
+            self._add(t, f"out{k}")
+        self.num_inputs = len(inputs)
+        self.num_outputs = len(outputs)
+        self.workspace: list[Buffer] = []
+        self._local = 0
+
+    def _add(self, t: Tensor, name: str) -> Buffer:
+        b = Buffer(name, t.shape, t.dtype)
+        self.buffers[id(t)] = b
+        self.params.append(b)
+        return b
+
+    def _workspace(self, shape: tuple[int, ...], dtype: str) -> Buffer:
+        b = Buffer(f"ws{len(self.workspace)}", shape, dtype)
+        self.workspace.append(b)
+        return b
+
+    def buffer_of(self, t: Tensor) -> Buffer:
+        if id(t) not in self.buffers:
+            b = self._workspace(t.shape, t.dtype)
+            self.buffers[id(t)] = b
+        return self.buffers[id(t)]
+
+    def _to_buffers(self, e: Expr, acc: tuple[Tensor, Buffer, tuple[Expr, ...]] | None = None) -> Expr:
+        def rule(x: Expr) -> Expr | None:
+            if isinstance(x, Load) and isinstance(x.tensor, Tensor):
+                if acc is not None and x.tensor is acc[0]:
+                    return Load(acc[1], acc[2], x.dtype)
+                return Load(self.buffer_of(x.tensor), x.indices, x.dtype)
+            return None
+
+        return transform(e, rule)
+
+    def build(self, stages: Sequence[Stage], schedules: dict[str, list[Step]]) -> Kernel:
+        body: list[Stmt] = []
+        for st in stages:
+            if not st.is_output:
+                self.buffer_of(st.tensor)
+        for st in stages:
+            nest = replay(stage_nest(st), schedules.get(st.name, []))
+            body.extend(self._emit_stage(st, nest))
+        k = Kernel(self.name, self.params + self.workspace, Seq(body), self.num_inputs)
+        k.attrs["num_outputs"] = self.num_outputs
+        k.attrs["workspace"] = len(self.workspace)
+        return k
+
+    # ---- one stage ------------------------------------------------------------------------
+    def _emit_stage(self, st: Stage, nest: LoopNest) -> list[Stmt]:
+        ranges = {lp.name: (0, lp.extent - 1) for lp in nest.loops}
+        env = nest.axis_expr
+        out_buf = self.buffer_of(st.tensor)
+        out_idx = tuple(simplify(env[a.name], ranges) for a in st.tensor.axes)
+        guards = nest.guards()
+        pre: list[Stmt] = []
+
+        if st.reduce is None:
+            value = simplify(self._to_buffers(substitute(st.body, env)), ranges)
+            store: Stmt = Store(out_buf, out_idx, value)
+            return [_nest(nest.loops, _guarded(store, guards, ranges))]
+
+        red = st.reduce
+        factors_raw = product_factors(red.body) if red.combiner == "sum" else [red.body]
+        factors = [substitute(f, env) for f in factors_raw]
+        for fi, axis, padded in nest.packs:
+            pack_buf, load_idx, stmt = self._pack(st, factors_raw[fi], axis, padded)
+            pre.append(stmt)
+            factors[fi] = Load(pack_buf, tuple(substitute(i, env) for i in load_idx), factors_raw[fi].dtype)
+        packed_axes = {axis for _, axis, _ in nest.packs}
+        rbody = _product(factors)
+        rbody = simplify(self._to_buffers(rbody), ranges)
+
+        at = nest.cache_at
+        if at is None:
+            first_red = next(k for k, lp in enumerate(nest.loops) if lp.reduce)
+            split = first_red
+        else:
+            split = 0 if at == "" else nest.find(at) + 1
+        outer, inner = nest.loops[:split], nest.loops[split:]
+        tile = [lp for lp in inner if not lp.reduce]
+        self._local += 1
+        acc = Buffer(f"acc{self._local}", tuple(lp.extent for lp in tile) or (1,), red.dtype, "local")
+        tidx: tuple[Expr, ...] = tuple(Var(lp.name) for lp in tile) or (const(0),)
+        init = _nest(tile, Store(acc, tidx, _init_value(red.combiner, red.dtype)))
+        # guards in the main nest: reduce axes always; spatial axes only where an unpacked load uses them
+        main_guards = [g for g in guards if g[0] not in packed_axes and
+                       (g[0] in {a.name for a in red.axes} or _uses_axis(red.body, g[0]))]
+        update = Store(acc, tidx, _combine(red.combiner, Load(acc, tidx, red.dtype), rbody))
+        main = _nest(inner, _guarded(update, main_guards, ranges))
+        assert st.acc_ref is not None
+        epi_val = simplify(self._to_buffers(substitute(st.body, env), (st.acc_ref, acc, tidx)), ranges)
+        epi = _nest(tile, _guarded(Store(out_buf, out_idx, epi_val), guards, ranges))
+        return [*pre, _nest(outer, Allocate(acc, Seq([init, main, epi])))]
+
+    def _pack(self, st: Stage, factor: Expr, axis: str, padded: int) -> tuple[Buffer, list[Expr], Stmt]:
+        """Materialize ``factor`` over the axes it uses, ``axis`` last and zero-padded."""
+        assert st.reduce is not None
+        extents = dict(zip([a.name for a in st.tensor.axes], st.tensor.shape, strict=True))
+        extents.update(zip([a.name for a in st.reduce.axes], st.reduce.extents, strict=True))
+        used = free_vars(factor)
+        order = [a for a in extents if a in used and a != axis] + [axis]
+        shape = tuple(padded if a == axis else extents[a] for a in order)
+        buf = self._workspace(shape, factor.dtype)
+        pv = {a: Var(f"pk{self._local}_{a}") for a in order}
+        ranges = {pv[a].name: (0, n - 1) for a, n in zip(order, shape, strict=True)}
+        val = substitute(factor, dict(pv.items()))
+        if padded > extents[axis]:
+            from tessera.loop.expr import select
+
+            val = select(pv[axis].lt(extents[axis]), val, const(0.0, factor.dtype))
+        val = simplify(self._to_buffers(val), ranges)
+        stmt: Stmt = Store(buf, tuple(pv[a] for a in order), val)
+        for k in range(len(order) - 1, -1, -1):
+            kind = "parallel" if k == 0 else "serial"
+            stmt = For(pv[order[k]], shape[k], kind, stmt)
+        self._local += 1
+        return buf, [Var(a) for a in order], stmt
+
+
+def _uses_axis(e: Expr, axis: str) -> bool:
+    return axis in free_vars(e)
+
+
+def _nest(loops: Sequence, body: Stmt) -> Stmt:
+    for lp in reversed(loops):
+        body = For(Var(lp.name), lp.extent, lp.kind, body)
+    return body
+
+
+def _guarded(s: Stmt, guards: list[tuple[str, Expr, int]], ranges: dict[str, tuple[int, int]]) -> Stmt:
+    conds = []
+    for _, e, n in guards:
+        c = simplify(e.lt(n), ranges)
+        if not (isinstance(c, Const) and c.value is True):
+            conds.append(c)
+    return If(logical_and(*conds), s) if conds else s
+
+
+__all__ = ["KernelBuilder", "Reduce", "product_factors", "stage_nest"]
