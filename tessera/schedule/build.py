@@ -16,6 +16,7 @@ from tessera.loop.expr import (
     const,
     free_vars,
     logical_and,
+    select,
     simplify,
     substitute,
     transform,
@@ -23,7 +24,7 @@ from tessera.loop.expr import (
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
 from tessera.loop.stages import Stage
 from tessera.loop.te import Tensor
-from tessera.schedule.primitives import LoopNest, Step, replay
+from tessera.schedule.primitives import LoopNest, PackSpec, Step, replay
 
 
 def stage_nest(stage: Stage) -> LoopNest:
@@ -145,13 +146,17 @@ class KernelBuilder:
         red = st.reduce
         factors_raw = product_factors(red.body) if red.combiner == "sum" else [red.body]
         factors = [substitute(f, env) for f in factors_raw]
-        for fi, axis, padded in nest.packs:
-            pack_buf, load_idx, stmt = self._pack(st, factors_raw[fi], axis, padded)
+        packed: set[int] = set()
+        for spec in nest.packs:
+            buf, stmt, load_idx = self._pack(factors_raw[spec.factor], spec, nest)
             pre.append(stmt)
-            factors[fi] = Load(pack_buf, tuple(substitute(i, env) for i in load_idx), factors_raw[fi].dtype)
-        packed_axes = {axis for _, axis, _ in nest.packs}
-        rbody = _product(factors)
-        rbody = simplify(self._to_buffers(rbody), ranges)
+            factors[spec.factor] = Load(buf, load_idx, factors_raw[spec.factor].dtype)
+            packed.add(spec.factor)
+        unpacked_axes: set[str] = set()
+        for k, f in enumerate(factors_raw):
+            if k not in packed:
+                unpacked_axes |= free_vars(f)
+        rbody = simplify(self._to_buffers(_product(factors)), ranges)
 
         at = nest.cache_at
         if at is None:
@@ -166,8 +171,7 @@ class KernelBuilder:
         tidx: tuple[Expr, ...] = tuple(Var(lp.name) for lp in tile) or (const(0),)
         init = _nest(tile, Store(acc, tidx, _init_value(red.combiner, red.dtype)))
         # guards in the main nest: reduce axes always; spatial axes only where an unpacked load uses them
-        main_guards = [g for g in guards if g[0] not in packed_axes and
-                       (g[0] in {a.name for a in red.axes} or _uses_axis(red.body, g[0]))]
+        main_guards = [g for g in guards if g[0] in unpacked_axes]
         update = Store(acc, tidx, _combine(red.combiner, Load(acc, tidx, red.dtype), rbody))
         main = _nest(inner, _guarded(update, main_guards, ranges))
         assert st.acc_ref is not None
@@ -175,29 +179,25 @@ class KernelBuilder:
         epi = _nest(tile, _guarded(Store(out_buf, out_idx, epi_val), guards, ranges))
         return [*pre, _nest(outer, Allocate(acc, Seq([init, main, epi])))]
 
-    def _pack(self, st: Stage, factor: Expr, axis: str, padded: int) -> tuple[Buffer, list[Expr], Stmt]:
-        """Materialize ``factor`` over the axes it uses, ``axis`` last and zero-padded."""
-        assert st.reduce is not None
-        extents = dict(zip([a.name for a in st.tensor.axes], st.tensor.shape, strict=True))
-        extents.update(zip([a.name for a in st.reduce.axes], st.reduce.extents, strict=True))
-        used = free_vars(factor)
-        order = [a for a in extents if a in used and a != axis] + [axis]
-        shape = tuple(padded if a == axis else extents[a] for a in order)
+    def _pack(self, factor: Expr, spec: PackSpec, nest: LoopNest) -> tuple[Buffer, Stmt, tuple[Expr, ...]]:
+        """Materialize ``factor`` over the loops it uses (``spec.axis`` last, zero-padded)."""
+        f = substitute(factor, spec.axis_expr)
+        used = free_vars(f)
+        order = [n for n in spec.extents if n in used and n != spec.axis] + [spec.axis]
+        shape = tuple(spec.padded if n == spec.axis else spec.extents[n] for n in order)
         buf = self._workspace(shape, factor.dtype)
-        pv = {a: Var(f"pk{self._local}_{a}") for a in order}
-        ranges = {pv[a].name: (0, n - 1) for a, n in zip(order, shape, strict=True)}
-        val = substitute(factor, dict(pv.items()))
-        if padded > extents[axis]:
-            from tessera.loop.expr import select
-
-            val = select(pv[axis].lt(extents[axis]), val, const(0.0, factor.dtype))
-        val = simplify(self._to_buffers(val), ranges)
-        stmt: Stmt = Store(buf, tuple(pv[a] for a in order), val)
-        for k in range(len(order) - 1, -1, -1):
-            kind = "parallel" if k == 0 else "serial"
-            stmt = For(pv[order[k]], shape[k], kind, stmt)
         self._local += 1
-        return buf, [Var(a) for a in order], stmt
+        pv = {n: Var(f"p{self._local}_{k}") for k, n in enumerate(order)}
+        ranges = {pv[n].name: (0, e - 1) for n, e in zip(order, shape, strict=True)}
+        val = substitute(f, dict(pv.items()))
+        if spec.padded > spec.extents[spec.axis]:
+            val = select(pv[spec.axis].lt(spec.extents[spec.axis]), val, const(0.0, factor.dtype))
+        val = simplify(self._to_buffers(val), ranges)
+        stmt: Stmt = Store(buf, tuple(pv[n] for n in order), val)
+        for k in range(len(order) - 1, -1, -1):
+            stmt = For(pv[order[k]], shape[k], "parallel" if k == 0 else "serial", stmt)
+        load_idx = tuple(nest.final_expr(n, spec.sub_index) for n in order)
+        return buf, stmt, load_idx
 
 
 def _uses_axis(e: Expr, axis: str) -> bool:

@@ -52,6 +52,18 @@ class Loop:
 
 
 @dataclass
+class PackSpec:
+    """A pack recorded with the loop state at the time it was requested."""
+
+    factor: int
+    axis: str  # a loop name at that time (possibly fused)
+    padded: int
+    axis_expr: dict[str, Expr]
+    extents: dict[str, int]  # loop name -> extent at that time
+    sub_index: int  # substitutions applied after this pack map its loop vars to final loops
+
+
+@dataclass
 class LoopNest:
     """Loops of one stage (outermost first) and each original axis as a loop-var expression."""
 
@@ -59,8 +71,9 @@ class LoopNest:
     axis_expr: dict[str, Expr]
     axis_extent: dict[str, int]
     cache_at: str | None = None  # cache_write position ("" = outside all loops)
-    packs: list[tuple[int, str, int]] = field(default_factory=list)  # (factor index, axis, padded extent)
+    packs: list[PackSpec] = field(default_factory=list)
     tensorize: str | None = None
+    subs: list[dict[str, Expr]] = field(default_factory=list)  # loop-var substitutions, in order
 
     @staticmethod
     def create(spatial: list[tuple[str, int]], reduce: list[tuple[str, int]]) -> LoopNest:
@@ -79,6 +92,14 @@ class LoopNest:
 
     def _subst(self, env: dict[str, Expr]) -> None:
         self.axis_expr = {a: substitute(e, env) for a, e in self.axis_expr.items()}
+        self.subs.append(env)
+
+    def final_expr(self, var: str, since: int) -> Expr:
+        """Loop variable ``var`` of an earlier state (``since`` substitutions ago) in final loops."""
+        e: Expr = Var(var)
+        for env in self.subs[since:]:
+            e = substitute(e, env)
+        return e
 
     def guards(self) -> list[tuple[str, Expr, int]]:
         """(axis, expression, extent) for axes whose loops over-cover them (non-dividing splits)."""
@@ -136,7 +157,9 @@ class LoopNest:
         self.cache_at = at
 
     def _pack(self, factor: int, axis: str, padded_extent: int) -> None:
-        self.packs.append((int(factor), axis, int(padded_extent)))
+        self.find(axis)
+        self.packs.append(PackSpec(int(factor), axis, int(padded_extent), dict(self.axis_expr),
+                                   {lp.name: lp.extent for lp in self.loops}, len(self.subs)))
 
     def _tensorize(self, intrinsic: str) -> None:
         self.tensorize = intrinsic

@@ -1,3 +1,13 @@
 """Importing this package registers every operator's compute definition."""
 
-from tessera.loop.computes import elementwise, indexing, linalg, nn, pooling, shape  # noqa: F401
+from tessera.loop.computes import (  # noqa: F401
+    activation,
+    elementwise,
+    indexing,
+    linalg,
+    nn,
+    normalization,
+    pooling,
+    reduce,
+    shape,
+)

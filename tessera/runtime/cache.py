@@ -1,0 +1,57 @@
+"""Content-addressed cache of model libraries and atomic file writes (stdlib only)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tessera.runtime.program import ArtifactError
+
+__all__ = ["cache_dir", "atomic_path", "sha256_hex", "cached_library"]
+
+
+def cache_dir() -> Path:
+    """Where libraries are extracted: ``$TESSERA_CACHE_DIR/artifacts``, else
+    ``$XDG_CACHE_HOME/tessera/artifacts`` (default ``~/.cache/tessera/artifacts``)."""
+    root = os.environ.get("TESSERA_CACHE_DIR")
+    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tessera"
+    return base / "artifacts"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it only if the body succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cached_library(library: bytes, sha: str | None = None) -> Path:
+    """Path of ``<cache>/<sha256>.so`` holding ``library``; written atomically if absent or damaged.
+
+    Never rewritten in place: a library already loaded by this or another process stays intact."""
+    sha = sha or sha256_hex(library)
+    target = cache_dir() / f"{sha}.so"
+    try:
+        if target.is_file() and sha256_hex(target.read_bytes()) == sha:
+            return target
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(library)
+            os.chmod(tmp, 0o755)
+    except OSError as e:
+        raise ArtifactError(f"cannot write the model library to the cache {target}: {e}") from e
+    return target

@@ -1,0 +1,44 @@
+/* Test scaffolding implementing the Tessera runtime ABI (not an operator kernel).
+ * inputs:  x float32[4,8], y int64[3]
+ * weights: w float32[4,8] at offset 0, b float32[8] at offset 128 (blob: 192 bytes)
+ * outputs: sum float32[4,8] = x + w + b (broadcast over rows), staged through the arena
+ *          twice int64[3] = 2*y
+ *          nthreads int32[1] = OpenMP team size of the parallel region
+ * tsr_run returns 3 if y[0] < 0 and 5 if any pointer is not 64-byte aligned. */
+#include <stdint.h>
+#include <omp.h>
+
+#ifndef TWICE_FACTOR
+#define TWICE_FACTOR 2 /* tests rebuild with another factor to get a different library */
+#endif
+
+static int misaligned(const void* p) { return ((uintptr_t)p) % 64 != 0; }
+
+void tsr_set_num_threads(int n) { omp_set_num_threads(n); }
+
+int tsr_run(void* const* inputs, void* const* outputs, char* weights, char* arena) {
+    const float* x = (const float*)inputs[0];
+    const int64_t* y = (const int64_t*)inputs[1];
+    float* sum = (float*)outputs[0];
+    int64_t* twice = (int64_t*)outputs[1];
+    int32_t* nthreads = (int32_t*)outputs[2];
+    const float* w = (const float*)weights;
+    const float* b = (const float*)(weights + 128);
+    float* tmp = (float*)arena;
+    if (misaligned(x) || misaligned(y) || misaligned(sum) || misaligned(twice) || misaligned(nthreads) ||
+        misaligned(weights) || misaligned(arena))
+        return 5;
+    if (y[0] < 0) return 3;
+    int team = 0;
+#pragma omp parallel
+    {
+#pragma omp single
+        team = omp_get_num_threads();
+#pragma omp for
+        for (int i = 0; i < 32; i++) tmp[i] = x[i] + w[i] + b[i % 8];
+    }
+    for (int i = 0; i < 32; i++) sum[i] = tmp[i];
+    for (int i = 0; i < 3; i++) twice[i] = TWICE_FACTOR * y[i];
+    nthreads[0] = team;
+    return 0;
+}
