@@ -1,0 +1,348 @@
+"""C code generation for loop-IR kernels (GCC; OpenMP for parallel loops, vector extensions for SIMD).
+
+:func:`render_kernel` emits one C function per kernel; :func:`render_module` adds the prelude.
+Loop kinds:
+
+* ``parallel``: ``#pragma omp parallel for schedule(static)`` on the outermost one; parallel
+  loops nested inside it run serially.
+* ``vectorized``: explicit vector code (see :mod:`tessera.codegen.c_vector`) when every access is
+  contiguous or invariant in the loop variable and the body is a list of stores over supported
+  operations; otherwise a scalar loop, marked ``#pragma omp simd`` only when iterations provably
+  touch distinct elements of every stored buffer.
+* ``unrolled``: fully unrolled when small, else ``#pragma GCC unroll``.
+
+Local buffers whose every access has a constant index after unrolling (an accumulator tile) are
+*scalar-replaced*: kept in named scalar or vector variables so the C compiler holds them in
+registers. Buffer names are validated and mapped to ``p0..`` (params) and ``l0..`` (locals);
+loop variables to ``i0..``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tessera.codegen.c_expr import ScalarExprs
+from tessera.codegen.c_types import c_type, check_ident, prelude, vector_ok
+from tessera.codegen.c_vector import NotPromotable, NoVec, Promo, VectorExprs, linear_coeff, loads_in
+from tessera.loop.expr import Const, Expr, Load, Var, const, simplify, substitute
+from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
+
+__all__ = ["render_kernel", "render_module", "c_type"]
+
+MAX_PROMOTED = 256  # elements of a local buffer that may be scalar-replaced
+_FULL_UNROLL_EXTENT = 16
+_FULL_UNROLL_SIZE = 512  # statements emitted by one fully unrolled loop
+_VECTOR_UNROLL_STEPS = 16
+
+
+def render_kernel(kernel: Kernel, vector_lanes: dict[str, int]) -> str:
+    """C source of ``void NAME(const T* restrict p0, ..., T* restrict pN)`` (params in order;
+    inputs const). ``vector_lanes`` maps a dtype to the SIMD lane count used for vectorized loops."""
+    return _Emitter(kernel, vector_lanes).render()
+
+
+def render_module(kernels: list[str], entry: str) -> str:
+    """A complete C translation unit: prelude, the rendered kernels, then ``entry``."""
+    return "\n".join([prelude(), *kernels, entry, ""])
+
+
+def _stores_only(s: Stmt) -> list[Store] | None:
+    if isinstance(s, Store):
+        return [s]
+    if isinstance(s, Seq):
+        out: list[Store] = []
+        for b in s.body:
+            sub = _stores_only(b)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    return None
+
+
+def _accesses(s: Stmt, buf: Buffer, in_vector: bool = False) -> Iterator[bool]:
+    """For each access of ``buf`` in ``s``: whether it is inside a vectorized loop."""
+    if isinstance(s, Store):
+        if s.buffer is buf:
+            yield in_vector
+        for e in (*s.indices, s.value):
+            yield from (in_vector for ld in loads_in(e) if ld.tensor is buf)
+    elif isinstance(s, Seq):
+        for b in s.body:
+            yield from _accesses(b, buf, in_vector)
+    elif isinstance(s, For):
+        yield from _accesses(s.body, buf, in_vector or s.kind == "vectorized")
+    elif isinstance(s, If):
+        yield from (in_vector for ld in loads_in(s.cond) if ld.tensor is buf)
+        yield from _accesses(s.then, buf, in_vector)
+    elif isinstance(s, Allocate):
+        yield from _accesses(s.body, buf, in_vector)
+
+
+def _size(s: Stmt) -> int:
+    """Rough count of statements emitted for ``s``."""
+    if isinstance(s, Store):
+        return 1
+    if isinstance(s, Seq):
+        return sum(_size(b) for b in s.body)
+    if isinstance(s, For):
+        inner = _size(s.body)
+        return inner * s.extent if s.kind == "unrolled" and s.extent <= _FULL_UNROLL_EXTENT else inner + 1
+    if isinstance(s, If):
+        return 1 + _size(s.then)
+    if isinstance(s, Allocate):
+        return 1 + _size(s.body)
+    return 1
+
+
+class _Emitter(ScalarExprs, VectorExprs):
+    def __init__(self, kernel: Kernel, vector_lanes: dict[str, int]) -> None:
+        self.kernel = kernel
+        self.lanes = dict(vector_lanes)
+        self.names: dict[int, str] = {}
+        self.promoted: dict[int, Promo] = {}
+        self.cvars: dict[str, str] = {}
+        self.consts: dict[str, int] = {}
+        self.ranges: dict[str, tuple[int, int]] = {}
+        self.in_parallel = False
+        self.counters: dict[str, int] = {}
+
+    def fresh(self, prefix: str) -> str:
+        n = self.counters.get(prefix, 0)
+        self.counters[prefix] = n + 1
+        return f"{prefix}{n}"
+
+    def render(self) -> str:
+        k = self.kernel
+        check_ident(k.name, "kernel")
+        params, doc = [], []
+        for i, b in enumerate(k.params):
+            check_ident(b.name, "buffer")
+            if id(b) in self.names:
+                raise ValueError(f"buffer {b.name} appears twice in the params of {k.name}")
+            if b.scope != "global":
+                raise ValueError(f"kernel param {b.name} must have global scope, not {b.scope!r}")
+            self.names[id(b)] = f"p{i}"
+            const_q = "const " if i < k.num_inputs else ""
+            params.append(f"{const_q}{c_type(b.dtype)}* restrict p{i}")
+            doc.append(f" * p{i}: {b.name} {b.dtype}{list(b.shape)} {'in' if i < k.num_inputs else 'out'}")
+        body = self.stmt(k.body, 1)
+        return "\n".join([f"/* kernel {k.name}", *doc, " */", f"void {k.name}({', '.join(params)}) {{", *body, "}",
+                          ""])
+
+    # ---- scalar expression hooks ---------------------------------------------------------------
+    def var_ref(self, name: str) -> str:
+        try:
+            return self.cvars[name]
+        except KeyError:
+            raise ValueError(f"variable {name!r} is not bound by an enclosing loop") from None
+
+    def buffer_ref(self, buf: Buffer) -> str:
+        try:
+            return self.names[id(buf)]
+        except KeyError:
+            raise ValueError(f"buffer {buf.name} is neither a kernel param nor allocated") from None
+
+    def flat_index(self, buf: Buffer, indices: tuple[Expr, ...]) -> Expr:
+        if len(indices) != len(buf.shape):
+            raise ValueError(f"{buf.name} has rank {len(buf.shape)}, accessed with {len(indices)} indices")
+        flat: Expr = const(0)
+        stride = 1
+        for i, n in zip(reversed(indices), reversed(buf.shape), strict=True):
+            flat = i * stride + flat
+            stride *= n
+        return simplify(flat, self.ranges)
+
+    def mem_ref(self, buf: Buffer, indices: tuple[Expr, ...]) -> str:
+        flat = self.flat_index(buf, indices)
+        promo = self.promoted.get(id(buf))
+        if promo is not None:
+            if not isinstance(flat, Const):
+                raise NotPromotable(buf, "non-constant index")
+            return promo.ref(int(flat.value))
+        return f"{self.buffer_ref(buf)}[{self.sexpr(flat)}]"
+
+    def load_ref(self, e: Load) -> str:
+        if not isinstance(e.tensor, Buffer):
+            raise TypeError(f"loop-IR loads must reference a Buffer, got {type(e.tensor).__name__}")
+        return self.mem_ref(e.tensor, e.indices)
+
+    def prep(self, e: Expr) -> Expr:
+        """``e`` with unrolled loop variables replaced by their constants, simplified."""
+        if self.consts:
+            e = substitute(e, {n: const(v) for n, v in self.consts.items()})
+        return simplify(e, self.ranges)
+
+    def prep_store(self, s: Store) -> Store:
+        return Store(s.buffer, tuple(self.prep(i) for i in s.indices), self.prep(s.value))
+
+    # ---- scoped state --------------------------------------------------------------------------
+    @contextmanager
+    def bind(self, var: str, *, cvar: str | None = None, value: int | None = None,
+             rng: tuple[int, int] | None = None) -> Iterator[None]:
+        saved = (self.cvars.get(var), self.consts.get(var), self.ranges.get(var))
+        self.cvars.pop(var, None)
+        self.consts.pop(var, None)
+        self.ranges.pop(var, None)
+        if cvar is not None:
+            self.cvars[var] = cvar
+        if value is not None:
+            self.consts[var] = value
+        if rng is not None:
+            self.ranges[var] = rng
+        try:
+            yield
+        finally:
+            for table, old in zip((self.cvars, self.consts, self.ranges), saved, strict=True):
+                table.pop(var, None)
+                if old is not None:
+                    table[var] = old  # type: ignore[index]
+
+    # ---- statements ----------------------------------------------------------------------------
+    def stmt(self, s: Stmt, ind: int) -> list[str]:
+        pad = "  " * ind
+        if isinstance(s, Seq):
+            return [line for b in s.body for line in self.stmt(b, ind)]
+        if isinstance(s, Store):
+            return [pad + self.store_line(self.prep_store(s))]
+        if isinstance(s, If):
+            cond = self.prep(s.cond)
+            if isinstance(cond, Const):
+                return self.stmt(s.then, ind) if cond.value else []
+            return [f"{pad}if ({self.sexpr(cond)}) {{", *self.stmt(s.then, ind + 1), f"{pad}}}"]
+        if isinstance(s, Allocate):
+            return self.allocate(s, ind)
+        if isinstance(s, For):
+            return self.loop(s, ind)
+        raise TypeError(f"cannot emit C for statement {s!r}")
+
+    def store_line(self, s: Store) -> str:
+        ref = self.mem_ref(s.buffer, s.indices)
+        value = self.sexpr(s.value)
+        if s.buffer.dtype == "bool":
+            value = f"(uint8_t)({value} != 0)"
+        return f"{ref} = {value};"
+
+    def allocate(self, s: Allocate, ind: int) -> list[str]:
+        buf, pad = s.buffer, "  " * ind
+        check_ident(buf.name, "buffer")
+        ct = c_type(buf.dtype)
+        if buf.scope not in ("local", "global"):
+            raise ValueError(f"unknown buffer scope {buf.scope!r}")
+        name = self.fresh("l")
+        if buf.scope == "local" and 0 < buf.numel <= MAX_PROMOTED:
+            promo = Promo(name, buf, self._promo_lanes(s))
+            self.promoted[id(buf)] = promo
+            try:
+                body = self.stmt(s.body, ind)
+                return [f"{pad}{promo.declaration()}  /* {buf.name} */", *body]
+            except NotPromotable as err:
+                if err.buf is not buf:
+                    raise
+            finally:
+                del self.promoted[id(buf)]
+        self.names[id(buf)] = name
+        try:
+            if buf.scope == "local":
+                decl = f"{pad}{ct} {name}[{max(buf.numel, 1)}] __attribute__((aligned(64)));  /* {buf.name} */"
+                return [decl, *self.stmt(s.body, ind)]
+            decl = f"{pad}{ct}* restrict {name} = ({ct}*)tsr_alloc({buf.numel} * sizeof({ct}));  /* {buf.name} */"
+            return [decl, *self.stmt(s.body, ind), f"{pad}free({name});"]
+        finally:
+            del self.names[id(buf)]
+
+    def _promo_lanes(self, s: Allocate) -> int:
+        buf = s.buffer
+        lanes = self.lanes.get(buf.dtype, 1)
+        if vector_ok(buf.dtype, lanes) and buf.numel % lanes == 0 and any(_accesses(s.body, buf)):
+            return lanes
+        return 1
+
+    def full_unroll(self, s: For) -> bool:
+        total = s.extent * _size(s.body)
+        return (s.extent <= _FULL_UNROLL_EXTENT and total <= _FULL_UNROLL_SIZE) or total <= 64
+
+    def loop(self, s: For, ind: int) -> list[str]:
+        name = s.var.name
+        if s.extent <= 0:
+            return []
+        if s.extent == 1 or (s.kind == "unrolled" and self.full_unroll(s)):
+            out: list[str] = []
+            for k in range(s.extent):
+                with self.bind(name, value=k):
+                    out += self.stmt(s.body, ind)
+            return out
+        if s.kind == "vectorized":
+            return self.vector_loop(s, ind)
+        if s.kind == "parallel" and not self.in_parallel:
+            self.in_parallel = True
+            try:
+                return self.c_loop(s, ind, "#pragma omp parallel for schedule(static)")
+            finally:
+                self.in_parallel = False
+        pragma = f"#pragma GCC unroll {min(s.extent, _FULL_UNROLL_EXTENT)}" if s.kind == "unrolled" else None
+        return self.c_loop(s, ind, pragma)
+
+    def c_loop(self, s: For, ind: int, pragma: str | None) -> list[str]:
+        pad = "  " * ind
+        cv = self.fresh("i")
+        with self.bind(s.var.name, cvar=cv, rng=(0, s.extent - 1)):
+            inner = self.stmt(s.body, ind + 1)
+        head = f"{pad}for (int64_t {cv} = 0; {cv} < {s.extent}; ++{cv}) {{"
+        return [*([pad + pragma] if pragma else []), head, *inner, f"{pad}}}"]
+
+    # ---- vectorized loops ----------------------------------------------------------------------
+    def vector_loop(self, s: For, ind: int) -> list[str]:
+        name = s.var.name
+        with self.bind(name, rng=(0, s.extent - 1)):
+            stores = _stores_only(s.body)
+            prepped = [self.prep_store(st) for st in stores] if stores is not None else None
+            independent = prepped is not None and self._independent(prepped, name)
+            lanes = self.lanes.get(prepped[0].buffer.dtype, 1) if prepped else 1
+            if independent and self._lanes_ok(prepped, lanes, s.extent):
+                try:
+                    return self._vector_steps(s, prepped, lanes, ind)
+                except NoVec:
+                    pass
+        pragma = "#pragma omp simd" if independent else None
+        return self.c_loop(s, ind, pragma)
+
+    def _lanes_ok(self, stores: list[Store], lanes: int, extent: int) -> bool:
+        return extent % lanes == 0 and all(vector_ok(st.buffer.dtype, lanes) for st in stores)
+
+    def _independent(self, stores: list[Store], var: str) -> bool:
+        """Whether iterations of ``var`` touch distinct elements of each stored buffer and read a
+        stored buffer only at the element the same iteration writes (no loop-carried dependence)."""
+        written: dict[int, Expr] = {}
+        for st in stores:
+            flat = self.flat_index(st.buffer, st.indices)
+            c = linear_coeff(flat, var)
+            if not c or written.setdefault(id(st.buffer), flat) != flat:
+                return False
+        for st in stores:
+            for e in (*st.indices, st.value):
+                for ld in loads_in(e):
+                    w = written.get(id(ld.tensor))
+                    if w is not None and self.flat_index(ld.tensor, ld.indices) != w:
+                        return False
+        return True
+
+    def _vector_steps(self, s: For, stores: list[Store], lanes: int, ind: int) -> list[str]:
+        name, pad = s.var.name, "  " * ind
+        steps = s.extent // lanes
+        touches_promoted = any(
+            id(st.buffer) in self.promoted or any(id(ld.tensor) in self.promoted for ld in loads_in(st.value))
+            for st in stores)
+        if steps == 1 or (touches_promoted and steps <= _VECTOR_UNROLL_STEPS):
+            out: list[str] = []
+            for k in range(steps):
+                lines = self.vector_step(stores, name, const(k * lanes), lanes)
+                out += [f"{pad}{{", *(f"{pad}  {x}" for x in lines), f"{pad}}}"]
+            return out
+        cv = self.fresh("i")
+        with self.bind(name, cvar=cv, rng=(0, s.extent - 1)):
+            lines = self.vector_step(stores, name, Var(name), lanes)
+        return [
+            f"{pad}for (int64_t {cv} = 0; {cv} < {s.extent}; {cv} += {lanes}) {{",
+            *(f"{pad}  {x}" for x in lines), f"{pad}}}"]

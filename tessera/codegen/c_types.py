@@ -1,0 +1,160 @@
+"""C types, literals and the module prelude (includes, vector typedefs, helpers)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+C_TYPES: dict[str, str] = {
+    "f32": "float", "f64": "double",
+    "i8": "int8_t", "i16": "int16_t", "i32": "int32_t", "i64": "int64_t",
+    "u8": "uint8_t", "u16": "uint16_t", "u32": "uint32_t", "u64": "uint64_t",
+    "bool": "uint8_t",
+}
+WIDTH: dict[str, int] = {"f32": 4, "f64": 8, "i8": 1, "i16": 2, "i32": 4, "i64": 8, "u8": 1, "u16": 2, "u32": 4,
+                         "u64": 8, "bool": 1}
+FLOATS = ("f32", "f64")
+SIGNED = ("i8", "i16", "i32", "i64")
+UNSIGNED = ("u8", "u16", "u32", "u64")
+NARROW = ("i8", "i16", "u8", "u16")  # C promotes these to int: results are cast back to wrap
+VECTOR_BYTES = (16, 32, 64)
+_VECTOR_DTYPES = ("f32", "f64", *SIGNED, *UNSIGNED)
+_INT_OF_WIDTH = {1: "i8", 2: "i16", 4: "i32", 8: "i64"}
+
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if inline int long "
+    "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while "
+    "_Bool _Complex _Imaginary".split())
+
+
+def check_ident(name: str, what: str) -> str:
+    """Return ``name`` if it is a safe C identifier, else raise ValueError."""
+    if not isinstance(name, str) or not IDENT.match(name) or name in _C_KEYWORDS or name.startswith("tsr_"):
+        raise ValueError(f"unsafe {what} name {name!r}: must match {IDENT.pattern}, not be a C keyword "
+                         "and not start with 'tsr_'")
+    return name
+
+
+def c_type(dtype: str) -> str:
+    """C element type of a dtype (bool is stored as uint8_t)."""
+    if dtype in ("f16", "bf16"):
+        raise NotImplementedError(f"the C backend does not support {dtype} yet")
+    try:
+        return C_TYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}") from None
+
+
+def vec_type(dtype: str, lanes: int, unaligned: bool = False) -> str:
+    """Name of the GCC vector type with ``lanes`` elements of ``dtype`` (bool masks use ints)."""
+    return f"tsr_{dtype}x{lanes}" + ("u" if unaligned else "")
+
+
+def mask_dtype(width: int) -> str:
+    return _INT_OF_WIDTH[width]
+
+
+def vector_ok(dtype: str, lanes: int) -> bool:
+    return dtype in _VECTOR_DTYPES and lanes > 1 and WIDTH[dtype] * lanes in VECTOR_BYTES
+
+
+def literal(value: int | float | bool, dtype: str) -> str:
+    """A C literal of exactly ``dtype``'s value (float32 constants are rounded to float32 first)."""
+    c_type(dtype)
+    if dtype in FLOATS:
+        v = float(value)
+        cast = "(float)" if dtype == "f32" else "(double)"
+        if math.isnan(v):
+            return f"({cast}NAN)"
+        if math.isinf(v):
+            return f"({cast}{'-' if v < 0 else ''}INFINITY)"
+        s = f"{str(np.float32(v))}f" if dtype == "f32" else repr(v)
+        return f"({s})" if s.startswith("-") else s
+    v = int(value)
+    if dtype == "bool":
+        return "1" if v else "0"
+    if -(2**31) < v < 2**31 and dtype not in UNSIGNED:
+        return f"({v})" if v < 0 else str(v)
+    if dtype in UNSIGNED:
+        return f"UINT64_C({v % 2**64})"
+    if v == -(2**63):
+        return "(-INT64_C(9223372036854775807) - 1)"
+    return f"INT64_C({v})" if v >= 0 else f"(-INT64_C({-v}))"
+
+
+def _vector_typedefs() -> list[str]:
+    out = []
+    for dt in _VECTOR_DTYPES:
+        ct, w = C_TYPES[dt], WIDTH[dt]
+        for nbytes in VECTOR_BYTES:
+            n = nbytes // w
+            out.append(f"typedef {ct} {vec_type(dt, n)} __attribute__((vector_size({nbytes})));")
+            # may_alias: vector loads/stores through these pointers alias the scalar arrays
+            out.append(f"typedef {ct} {vec_type(dt, n, True)} __attribute__((vector_size({nbytes}), aligned({w}), "
+                       "may_alias));")
+    return out
+
+
+_HELPERS = r"""
+static inline int64_t tsr_floordiv_i64(int64_t a, int64_t b) {
+  if (b == 0) return 0;
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+static inline int64_t tsr_mod_i64(int64_t a, int64_t b) {
+  if (b == 0) return 0;
+  int64_t r = a % b;
+  return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
+}
+static inline int64_t tsr_div_i64(int64_t a, int64_t b) { return b == 0 ? 0 : a / b; }
+static inline uint64_t tsr_div_u64(uint64_t a, uint64_t b) { return b == 0 ? 0 : a / b; }
+static inline uint64_t tsr_mod_u64(uint64_t a, uint64_t b) { return b == 0 ? 0 : a % b; }
+static inline int64_t tsr_min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t tsr_max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline uint64_t tsr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static inline uint64_t tsr_max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+static inline int64_t tsr_abs_i64(int64_t a) { return a < 0 ? -a : a; }
+static inline int64_t tsr_sign_i64(int64_t a) { return (a > 0) - (a < 0); }
+static inline int64_t tsr_pow_i64(int64_t a, int64_t b) {
+  if (b < 0) return a == 1 ? 1 : a == -1 ? ((b & 1) ? -1 : 1) : 0;
+  int64_t r = 1;
+  while (b) { if (b & 1) r *= a; a *= a; b >>= 1; }
+  return r;
+}
+#define TSR_FLOAT_HELPERS(T, S, FMOD, FLOOR, COPYSIGN) \
+static inline T tsr_min_##S(T a, T b) { return (a < b || a != a) ? a : b; } \
+static inline T tsr_max_##S(T a, T b) { return (a > b || a != a) ? a : b; } \
+static inline T tsr_sign_##S(T a) { return a > 0 ? (T)1 : a < 0 ? (T)-1 : a; } \
+static inline T tsr_mod_##S(T a, T b) { \
+  if (b == 0) return FMOD(a, b); \
+  T m = FMOD(a, b); \
+  if (m != 0) { if ((b < 0) != (m < 0)) m += b; } else m = COPYSIGN((T)0, b); \
+  return m; \
+} \
+static inline T tsr_floordiv_##S(T a, T b) { \
+  if (b == 0) return a / b; \
+  T m = FMOD(a, b); \
+  T d = (a - m) / b; \
+  if (m != 0 && ((b < 0) != (m < 0))) d -= (T)1; \
+  if (d == 0) return COPYSIGN((T)0, a / b); \
+  T f = FLOOR(d); \
+  return (d - f > (T)0.5) ? f + (T)1 : f; \
+}
+TSR_FLOAT_HELPERS(float, f32, fmodf, floorf, copysignf)
+TSR_FLOAT_HELPERS(double, f64, fmod, floor, copysign)
+static inline void* tsr_alloc(size_t n) {
+  void* p = aligned_alloc(64, n == 0 ? 64 : (n + 63) / 64 * 64);
+  if (!p) abort();
+  return p;
+}
+"""
+
+
+def prelude() -> str:
+    """Includes, vector typedefs and scalar helpers shared by all kernels of a module."""
+    head = ["#include <stddef.h>", "#include <stdint.h>", "#include <stdlib.h>", "#include <string.h>",
+            "#include <math.h>", "#ifdef _OPENMP", "#include <omp.h>", "#endif", ""]
+    return "\n".join([*head, *_vector_typedefs(), _HELPERS])

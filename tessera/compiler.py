@@ -1,0 +1,320 @@
+"""The CPU compiler driver: graph → fused kernels → loop IR → C → shared library → runtime.
+
+Steps: specialize symbolic dims to concrete shapes, run the graph passes, partition into
+fusion groups, instantiate each group's compute definitions as tensor expressions, build
+stages, schedule them (tuned records or generic default rules), emit loop IR, render C,
+build one shared library, plan activation memory, and wrap it all as a runtime
+:class:`~tessera.runtime.CompiledModel`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tessera.errors import CompileError
+from tessera.graph.ir import Graph
+from tessera.graph.registry import get_op, normalize_attrs
+from tessera.graph.specialize import specialize
+from tessera.graph.tensor_type import TensorType
+from tessera.loop.compute import ComputeContext, get_compute
+from tessera.loop.fusion import FusionGroup, partition, view_source
+from tessera.loop.ir import Kernel
+from tessera.loop.stages import build_stages
+from tessera.loop.te import Tensor, compute, placeholder
+from tessera.schedule.build import KernelBuilder
+from tessera.schedule.primitives import Step
+from tessera.schedule.rules import schedule_stages
+from tessera.targets import CpuTarget, load_target
+from tessera.targets.host import is_native
+
+log = logging.getLogger("tessera.compiler")
+ALIGN = 64
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass
+class CompiledKernel:
+    """One generated kernel and where its arguments live."""
+
+    group: FusionGroup
+    kernel: Kernel
+    args: list[str]  # value names (inputs then outputs) bound to the kernel params
+    schedules: dict[str, list[Step]]
+
+
+@dataclass
+class Compilation:
+    """Everything a compile produced (for reports, tests and the debug dump)."""
+
+    graph: Graph
+    kernels: list[CompiledKernel]
+    source: str
+    library: Path
+    manifest: Any
+    weights: np.ndarray
+    views: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def resolve_target(target: str | CpuTarget) -> CpuTarget:
+    return target if isinstance(target, CpuTarget) else load_target(target)
+
+
+def _static(g: Graph, input_shapes: Mapping[str, Any] | None) -> Graph:
+    symbols = sorted({s for n in g.inputs for s in g.types[n].symbols})
+    if input_shapes:
+        return specialize(g, input_shapes)
+    if symbols:
+        raise CompileError(
+            f"model {g.name!r} has symbolic input dims ({', '.join(symbols)}); pass input_shapes, e.g. "
+            + "{" + ", ".join(f"'{s}': 1" for s in symbols) + "}"
+        )
+    return g
+
+
+def lower_group(g: Graph, group: FusionGroup, name: str, target: CpuTarget,
+                schedules: Mapping[str, list[Step]] | None = None) -> CompiledKernel:
+    """Instantiate a group's compute definitions and emit its scheduled kernel."""
+    tensors: dict[str, Tensor] = {}
+    inputs: list[Tensor] = []
+    for v in group.inputs:
+        t = g.types[v]
+        ph = placeholder(tuple(int(d) for d in t.shape), t.dtype.value, "in")
+        tensors[v] = ph
+        inputs.append(ph)
+    for node in group.nodes:
+        cdef = get_compute(node.op)
+        if cdef is None:
+            raise CompileError(f"{node.op} node {node.name!r} has no compute definition")
+        in_types: list[TensorType | None] = [g.types[i] if i else None for i in node.inputs]
+        consts = [g.constants.get(i) if i else None for i in node.inputs]
+        ctx = ComputeContext([tensors.get(i) if i else None for i in node.inputs],
+                             normalize_attrs(get_op(node.op), node), in_types,
+                             [g.types[o] for o in node.outputs if o], consts, node.name)
+        try:
+            outs = cdef.fn(ctx)
+        except CompileError:
+            raise
+        except (NotImplementedError, ValueError, KeyError, IndexError, TypeError) as e:
+            raise CompileError(f"{node.op} node {node.name!r}: cannot lower: {e}") from e
+        for o, t in zip([o for o in node.outputs if o], outs, strict=False):
+            tensors[o] = t
+    outputs = []
+    for v in group.outputs:
+        t = tensors[v]
+        if t.is_placeholder or any(t is o for o in outputs):  # an output that is an input: copy it
+            src = t
+            t = compute(src.shape, lambda *i, s=src: s[i], "copy")
+        outputs.append(t)
+    stages = build_stages(outputs)
+    scheds = dict(schedules) if schedules else schedule_stages(stages, target)
+    kernel = KernelBuilder(name, inputs, outputs).build(stages, scheds)
+    return CompiledKernel(group, kernel, list(group.inputs) + list(group.outputs), scheds)
+
+
+def _kernel_name(k: int, group: FusionGroup) -> str:
+    node = group.anchor or group.nodes[-1]
+    op = re.sub(r"[^a-z0-9]", "", node.op.lower())[:24]
+    return f"k{k}_{op}"
+
+
+def compile_graph(
+    g: Graph,
+    target: str | CpuTarget = "host",
+    input_shapes: Mapping[str, Any] | None = None,
+    num_threads: int | None = None,
+    optimize: bool = True,
+    explain_fusion: list[str] | None = None,
+) -> Compilation:
+    """Compile a graph for a CPU target (see module docstring)."""
+    from tessera.codegen.c import render_kernel, render_module
+    from tessera.graph.passes import optimize as run_passes
+    from tessera.runtime.memory_plan import BufferLife, plan_memory
+    from tessera.runtime.program import CompileInfo, Manifest, MemoryStats, TargetInfo, TensorSpec, WeightSpec
+    from tessera.targets.toolchain import build_shared_library
+
+    t0 = time.perf_counter()
+    tgt = resolve_target(target)
+    g = _static(g, input_shapes)
+    if optimize:
+        g = run_passes(g)
+    for v in g.inputs + g.outputs:
+        if not g.types[v].is_static:
+            raise CompileError(f"value {v!r} has a data-dependent shape {g.types[v]}; cannot compile statically")
+    groups = partition(g, explain_fusion)
+
+    # ---- lower every kernel group; views alias their source ----------------------------------
+    views: dict[str, str] = {}
+    kernels: list[CompiledKernel] = []
+    for grp in groups:
+        if grp.kind == "view":
+            node = grp.nodes[0]
+            src = view_source(g, node)
+            assert src is not None
+            views[grp.outputs[0]] = views.get(src, src)
+            continue
+        kernels.append(lower_group(g, grp, _kernel_name(len(kernels), grp), tgt))
+
+    def root(v: str) -> str:
+        return views.get(v, v)
+
+    # ---- locations: inputs, outputs, weights, arena ------------------------------------------
+    out_index = {v: k for k, v in enumerate(g.outputs)}
+    in_index = {v: k for k, v in enumerate(g.inputs)}
+    weights: list[tuple[str, np.ndarray]] = []
+    w_offset: dict[str, int] = {}
+    pos = 0
+    used = {root(a) for ck in kernels for a in ck.args} | {root(v) for v in g.outputs}
+    for name, arr in g.constants.items():
+        if name in used:
+            w_offset[name] = pos
+            weights.append((name, np.ascontiguousarray(arr)))
+            pos += _align(arr.nbytes)
+    blob = np.zeros(max(pos, 1) if pos else 0, np.uint8)
+    for name, arr in weights:
+        blob[w_offset[name]: w_offset[name] + arr.nbytes] = arr.reshape(-1).view(np.uint8)
+
+    lives: dict[str, list[int]] = {}
+    sizes: dict[str, int] = {}
+    for step, ck in enumerate(kernels):
+        for a in ck.args:
+            r = root(a)
+            if r in in_index or r in out_index or r in w_offset:
+                continue
+            sizes[r] = int(np.prod([int(d) for d in g.types[r].shape], dtype=np.int64)) * g.types[r].dtype.itemsize
+            span = lives.setdefault(r, [step, step])
+            span[0], span[1] = min(span[0], step), max(span[1], step)
+        for w, buf in enumerate(ck.kernel.params[len(ck.args):]):
+            key = f"__ws{step}_{w}"
+            sizes[key] = buf.numel * np.dtype(_np_dtype(buf.dtype)).itemsize
+            lives[key] = [step, step]
+    plan = plan_memory([BufferLife(n, sizes[n], s[0], s[1]) for n, s in lives.items()], ALIGN)
+    naive = sum(_align(sizes[n]) for n in lives if not n.startswith("__ws"))
+
+    def loc(v: str) -> str:
+        r = root(v)
+        if r in in_index:
+            return f"inputs[{in_index[r]}]"
+        if r in out_index:
+            return f"outputs[{out_index[r]}]"
+        if r in w_offset:
+            return f"(void*)(weights + {w_offset[r]})"
+        return f"(void*)(arena + {plan.offsets[r]})"
+
+    # ---- C source: kernels + entry --------------------------------------------------------------
+    lanes = {dt: tgt.lanes(dt) for dt in ("f32", "f64", "i32", "i64", "i8", "u8")}
+    rendered = [render_kernel(ck.kernel, lanes) for ck in kernels]
+    calls = []
+    for step, ck in enumerate(kernels):
+        args = [loc(a) for a in ck.args]
+        args += [f"(void*)(arena + {plan.offsets[f'__ws{step}_{w}']})"
+                 for w in range(len(ck.kernel.params) - len(ck.args))]
+        calls.append(f"  {ck.kernel.name}({', '.join(args)});")
+    copies = []
+    for k, v in enumerate(g.outputs):  # outputs no kernel writes: inputs, constants, aliases, repeats
+        r = root(v)
+        if r != v or r in in_index or r in w_offset or g.outputs.index(v) != k:
+            nbytes = int(np.prod([int(d) for d in g.types[v].shape], dtype=np.int64)) * g.types[v].dtype.itemsize
+            src = loc(r)
+            copies.append(f"  memcpy(outputs[{k}], {src}, {nbytes});")
+    entry = "\n".join([
+        "int tsr_run(void* const* inputs, void* const* outputs, char* weights, char* arena) {",
+        "  (void)inputs; (void)outputs; (void)weights; (void)arena;",
+        *calls, *copies, "  return 0;", "}",
+        "void tsr_set_num_threads(int n) {",
+        "#ifdef _OPENMP",
+        "  omp_set_num_threads(n);",
+        "#endif",
+        "  (void)n;",
+        "}",
+    ])
+    source = render_module(rendered, entry)
+    library = build_shared_library(source, tgt, f"model_{len(kernels)}k")
+    seconds = time.perf_counter() - t0
+
+    spec = [TensorSpec(n, g.types[n].dtype.np.name, tuple(int(d) for d in g.types[n].shape)) for n in g.inputs]
+    ospec = [TensorSpec(n, g.types[n].dtype.np.name, tuple(int(d) for d in g.types[n].shape)) for n in g.outputs]
+    features = tuple(f for f in tgt.isa if f in ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+                                                   "f16c", "asimd"))
+    manifest = Manifest(
+        model_name=g.name,
+        target=TargetInfo(tgt.name, tgt.hash, tgt.arch, features),
+        inputs=spec,
+        outputs=ospec,
+        weights_nbytes=int(blob.nbytes),
+        arena_bytes=int(plan.arena_bytes),
+        weights=[WeightSpec(n, w_offset[n], int(a.nbytes), a.dtype.name, tuple(a.shape)) for n, a in weights],
+        memory=MemoryStats(int(plan.arena_bytes), int(naive)),
+        compile=CompileInfo(_version(), datetime.datetime.now(datetime.UTC).isoformat(), seconds,
+                            {"kernels": len(kernels), "views": len(views)}),
+    )
+    return Compilation(g, kernels, source, library, manifest, blob, views, seconds)
+
+
+def _np_dtype(dt: str) -> np.dtype:
+    from tessera.loop.te_eval import np_dtype
+
+    return np_dtype(dt)
+
+
+def _version() -> str:
+    from tessera import VERSION
+
+    return VERSION
+
+
+def compile(  # noqa: A001  (the public name users expect: tessera.compile)
+    model: Any,
+    target: str | CpuTarget = "host",
+    input_shapes: Mapping[str, Any] | None = None,
+    num_threads: int | None = None,
+    frontend: str = "torch",
+    optimize: bool = True,
+) -> Any:
+    """Compile ``model`` (a Graph, an ``.onnx``/``.tsr`` path or a zoo name) for ``target``.
+
+    Returns a callable :class:`~tessera.runtime.CompiledModel` (NumPy in, list of NumPy out).
+    Symbolic dims need ``input_shapes`` (input name -> shape, or symbol -> size); zoo models
+    default to their example inputs' shapes."""
+    from tessera.runtime.compiled_model import CompiledModel
+
+    t0 = time.perf_counter()
+    g, shapes = _load(model, frontend, input_shapes)
+    tgt = resolve_target(target)
+    comp = compile_graph(g, tgt, shapes, num_threads, optimize)
+    if not is_native(tgt):
+        raise CompileError(
+            f"built {comp.library} for {tgt.name}, which this machine cannot run; "
+            "use tessera.compiler.compile_graph to get the library"
+        )
+    cm = CompiledModel(comp.library, comp.manifest, comp.weights, copy_weights=False, num_threads=num_threads)
+    cm.compile_seconds = time.perf_counter() - t0  # type: ignore[attr-defined]
+    cm.compilation = comp  # type: ignore[attr-defined]
+    return cm
+
+
+def _load(model: Any, frontend: str, input_shapes: Mapping[str, Any] | None) -> tuple[Graph, Any]:
+    if isinstance(model, Graph):
+        return model, input_shapes
+    from tessera.api import load_model
+    from tessera.models import MODEL_NAMES
+
+    g = load_model(model, frontend)
+    if input_shapes is None and isinstance(model, str) and model in MODEL_NAMES and not Path(model).exists():
+        from tessera.models import get_model
+
+        zm = get_model(model)
+        input_shapes = {n: tuple(t.shape) for n, t in zip(g.inputs, zm.example_inputs, strict=True)}
+    return g, input_shapes
