@@ -31,7 +31,7 @@ def check_zoo(models: Sequence[str] | None = None, frontends: Sequence[str] = ("
     from tessera.graph.specialize import specialize_like
     from tessera.models import MODEL_NAMES, get_model
 
-    console = Console()
+    console = Console(width=170)
     table = Table("model", "frontend", "ops", "params", "GFLOPs", "max abs diff", "rel err",
                   "import s", "run s", "status", title="Tessera zoo: reference executor vs PyTorch eager")
     ok = True
