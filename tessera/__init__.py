@@ -4,7 +4,7 @@ from __future__ import annotations
 
 VERSION = "0.1.0"
 
-__all__ = ["VERSION", "load_model", "run_reference"]
+__all__ = ["VERSION", "compile", "load_artifact", "load_model", "run_reference"]
 
 
 def __getattr__(name: str):  # lazy: `import tessera` stays cheap (no torch, no onnx)
@@ -12,6 +12,14 @@ def __getattr__(name: str):  # lazy: `import tessera` stays cheap (no torch, no 
         from tessera.api import load_model
 
         return load_model
+    if name == "compile":
+        from tessera.compiler import compile
+
+        return compile
+    if name == "load_artifact":
+        from tessera.runtime.artifact import load_artifact
+
+        return load_artifact
     if name == "run_reference":
         from tessera.graph.reference import run_reference
 

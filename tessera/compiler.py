@@ -120,7 +120,8 @@ def lower_group(g: Graph, group: FusionGroup, name: str, target: CpuTarget,
         outputs.append(t)
     stages = build_stages(outputs)
     scheds = dict(schedules) if schedules else schedule_stages(stages, target)
-    kernel = KernelBuilder(name, inputs, outputs).build(stages, scheds)
+    constants = {tensors[v]: g.constants[v] for v in group.inputs if v in g.constants}
+    kernel = KernelBuilder(name, inputs, outputs, constants).build(stages, scheds)
     return CompiledKernel(group, kernel, list(group.inputs) + list(group.outputs), scheds)
 
 
@@ -182,7 +183,14 @@ def compile_graph(
             w_offset[name] = pos
             weights.append((name, np.ascontiguousarray(arr)))
             pos += _align(arr.nbytes)
-    blob = np.zeros(max(pos, 1) if pos else 0, np.uint8)
+    packed_offset: dict[tuple[int, int], int] = {}
+    for step, ck in enumerate(kernels):  # pre-packed constant layouts made by the schedules
+        for j, arr in enumerate(ck.kernel.attrs.get("packed_constants", [])):
+            packed_offset[(step, j)] = pos
+            weights.append((f"{ck.kernel.name}.packed{j}", arr))
+            w_offset[f"{ck.kernel.name}.packed{j}"] = pos
+            pos += _align(arr.nbytes)
+    blob = np.zeros(pos, np.uint8)
     for name, arr in weights:
         blob[w_offset[name]: w_offset[name] + arr.nbytes] = arr.reshape(-1).view(np.uint8)
 
@@ -196,7 +204,7 @@ def compile_graph(
             sizes[r] = int(np.prod([int(d) for d in g.types[r].shape], dtype=np.int64)) * g.types[r].dtype.itemsize
             span = lives.setdefault(r, [step, step])
             span[0], span[1] = min(span[0], step), max(span[1], step)
-        for w, buf in enumerate(ck.kernel.params[len(ck.args):]):
+        for w, buf in enumerate(ck.kernel.params[len(ck.args):len(ck.args) + ck.kernel.attrs["workspace"]]):
             key = f"__ws{step}_{w}"
             sizes[key] = buf.numel * np.dtype(_np_dtype(buf.dtype)).itemsize
             lives[key] = [step, step]
@@ -219,8 +227,9 @@ def compile_graph(
     calls = []
     for step, ck in enumerate(kernels):
         args = [loc(a) for a in ck.args]
-        args += [f"(void*)(arena + {plan.offsets[f'__ws{step}_{w}']})"
-                 for w in range(len(ck.kernel.params) - len(ck.args))]
+        args += [f"(void*)(arena + {plan.offsets[f'__ws{step}_{w}']})" for w in range(ck.kernel.attrs["workspace"])]
+        args += [f"(void*)(weights + {packed_offset[(step, j)]})"
+                 for j in range(len(ck.kernel.attrs["packed_constants"]))]
         calls.append(f"  {ck.kernel.name}({', '.join(args)});")
     copies = []
     for k, v in enumerate(g.outputs):  # outputs no kernel writes: inputs, constants, aliases, repeats

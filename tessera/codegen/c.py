@@ -264,15 +264,10 @@ class _Emitter(ScalarExprs, VectorExprs):
         return (s.extent <= _FULL_UNROLL_EXTENT and total <= _FULL_UNROLL_SIZE) or total <= 64
 
     def loop(self, s: For, ind: int) -> list[str]:
-        name = s.var.name
         if s.extent <= 0:
             return []
         if s.extent == 1 or (s.kind == "unrolled" and self.full_unroll(s)):
-            out: list[str] = []
-            for k in range(s.extent):
-                with self.bind(name, value=k):
-                    out += self.stmt(s.body, ind)
-            return out
+            return [line for k in range(s.extent) for line in self._unrolled_copy(s, k, ind)]
         if s.kind == "vectorized":
             return self.vector_loop(s, ind)
         if s.kind == "parallel" and not self.in_parallel:
@@ -305,8 +300,16 @@ class _Emitter(ScalarExprs, VectorExprs):
                     return self._vector_steps(s, prepped, lanes, ind)
                 except NoVec:
                     pass
+        if self.promoted and s.extent <= _FULL_UNROLL_EXTENT * 4 and any(
+                any(_accesses(s.body, p.buf)) for p in self.promoted.values()):
+            # keep a register tile in registers: constant indices need the loop unrolled
+            return [line for k in range(s.extent) for line in self._unrolled_copy(s, k, ind)]
         pragma = "#pragma omp simd" if independent else None
         return self.c_loop(s, ind, pragma)
+
+    def _unrolled_copy(self, s: For, k: int, ind: int) -> list[str]:
+        with self.bind(s.var.name, value=k):
+            return self.stmt(s.body, ind)
 
     def _lanes_ok(self, stores: list[Store], lanes: int, extent: int) -> bool:
         return extent % lanes == 0 and all(vector_ok(st.buffer.dtype, lanes) for st in stores)

@@ -76,10 +76,11 @@ def literal(value: int | float | bool, dtype: str) -> str:
     v = int(value)
     if dtype == "bool":
         return "1" if v else "0"
-    if -(2**31) < v < 2**31 and dtype not in UNSIGNED:
-        return f"({v})" if v < 0 else str(v)
     if dtype in UNSIGNED:
-        return f"UINT64_C({v % 2**64})"
+        v %= 2 ** (8 * WIDTH[dtype])
+        return str(v) if v < 2**31 else f"UINT64_C({v})"
+    if -(2**31) < v < 2**31:
+        return f"({v})" if v < 0 else str(v)
     if v == -(2**63):
         return "(-INT64_C(9223372036854775807) - 1)"
     return f"INT64_C({v})" if v >= 0 else f"(-INT64_C({-v}))"

@@ -456,9 +456,11 @@ class _Partitioner:
         """Several consumers of ``v``: fuse them if they form a closed elementwise region of v's
         shape (all paths re-converge on one value); returns that value, else None."""
         gp = self.gid[p]
+        if all(self.gid[c] == gp for c in self.consumers[v]):
+            return None
         shape = self._shape(v)
         region: list[int] = []
-        in_region: set[int] = set()
+        in_region = set(self.members[gp])
         produced = [v]
         fail = ""
         while True:
@@ -466,7 +468,7 @@ class _Partitioner:
                         if x in self.graph_outputs or any(c not in in_region for c in self.consumers.get(x, []))]
             if len(escaping) == 1 and escaping[0] != v:
                 break
-            if not escaping or len(region) > MAX_DIAMOND:
+            if not escaping or len(region) >= MAX_DIAMOND:
                 fail = "region too large"
                 break
             x = min(escaping, key=lambda y: self.producer[y])

@@ -56,11 +56,8 @@ def _fill_value(dtype: str) -> Any:
     return np.nan
 
 
-def _check(buf: Buffer, idx: tuple[int, ...]) -> tuple[int, ...]:
-    for i, n in zip(idx, buf.shape, strict=True):
-        if not 0 <= i < n:
-            raise IndexError(f"{buf.name}{list(idx)} out of bounds for shape {list(buf.shape)}")
-    return idx
+def _out_of_bounds(buf: Buffer, idx: tuple[int, ...]) -> None:
+    raise IndexError(f"{buf.name}{list(idx)} out of bounds for shape {list(buf.shape)}")
 
 
 def _int_div(a: Any, b: Any) -> Any:
@@ -167,12 +164,7 @@ class _Compiler:
         a, b = self.expr(e.a), self.expr(e.b)
         f = _binop_fn(e.op, e.a.dtype)
         if e.dtype == INDEX and e.op in ("add", "sub", "mul", "min", "max", "floordiv", "mod"):
-            # Python ints are exact; wrap into int64 only where a result actually leaves the range
-            def run_index(env: Env) -> Any:
-                r = f(a(env), b(env))
-                return r if -(1 << 63) <= r < (1 << 63) else (int(r) + (1 << 63)) % (1 << 64) - (1 << 63)
-
-            return run_index
+            return lambda env: f(a(env), b(env))  # exact Python ints; int64 loads wrap in NumPy
         conv = _to_dtype(e.dtype)
         if e.op in ("add", "sub", "mul", "div") and not is_int(e.dtype):
             return lambda env: f(a(env), b(env))  # float32 op float32 stays float32
@@ -182,7 +174,35 @@ class _Compiler:
         if len(indices) != len(buf.shape):
             raise ValueError(f"{buf.name} has rank {len(buf.shape)}, accessed with {len(indices)} indices")
         fs = [self.expr(i) for i in indices]
-        return lambda env: _check(buf, tuple(int(f(env)) for f in fs))
+        shape = buf.shape
+        if len(fs) == 1:
+            (f0,), (n0,) = fs, shape
+
+            def index1(env: Env) -> tuple[int, ...]:
+                i = int(f0(env))
+                if not 0 <= i < n0:
+                    _out_of_bounds(buf, (i,))
+                return (i,)
+
+            return index1
+        if len(fs) == 2:
+            (f0, f1), (n0, n1) = fs, shape
+
+            def index2(env: Env) -> tuple[int, ...]:
+                i, j = int(f0(env)), int(f1(env))
+                if not (0 <= i < n0 and 0 <= j < n1):
+                    _out_of_bounds(buf, (i, j))
+                return (i, j)
+
+            return index2
+
+        def index_n(env: Env) -> tuple[int, ...]:
+            idx = tuple(int(f(env)) for f in fs)
+            if not all(0 <= i < n for i, n in zip(idx, shape, strict=True)):
+                _out_of_bounds(buf, idx)
+            return idx
+
+        return index_n
 
     def _load(self, e: Load) -> Fn:
         buf = e.tensor

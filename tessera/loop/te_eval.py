@@ -142,3 +142,9 @@ def evaluate(
             raise KeyError(f"no value fed for placeholder {t.name}")
         values[id(t)] = _eval_tensor(t, values)
     return [values[id(o)] for o in outputs]
+
+
+def evaluate_expr(e: Expr, env: Mapping[str, np.ndarray], values: Mapping[Tensor, np.ndarray]) -> np.ndarray:
+    """Evaluate a reduction-free expression with index arrays ``env`` for its variables and
+    arrays for the tensors it loads (used to pre-compute packed constants at compile time)."""
+    return np.asarray(_eval(e, dict(env), {id(t): v for t, v in values.items()}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from tessera.loop.expr import (
     BinOp,
@@ -76,8 +77,13 @@ def _combine(combiner: str, acc: Expr, x: Expr) -> Expr:
 class KernelBuilder:
     """Emits a kernel for ``stages``; buffers for placeholders, outputs and workspaces."""
 
-    def __init__(self, name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:
+    def __init__(self, name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor],
+                 constants: dict[Tensor, Any] | None = None) -> None:
+        """``constants`` gives the values of placeholders that are compile-time constants:
+        packs of constant operands (pre-packed weights) are computed once, here."""
         self.name = name
+        self.constants = constants or {}
+        self.packed: list[tuple[Buffer, Any]] = []
         self.buffers: dict[int, Buffer] = {}
         self.params: list[Buffer] = []
         for k, t in enumerate(inputs):
@@ -124,9 +130,11 @@ class KernelBuilder:
         for st in stages:
             nest = replay(stage_nest(st), schedules.get(st.name, []))
             body.extend(self._emit_stage(st, nest))
-        k = Kernel(self.name, self.params + self.workspace, Seq(body), self.num_inputs)
+        k = Kernel(self.name, self.params + self.workspace + [b for b, _ in self.packed], Seq(body),
+                   self.num_inputs)
         k.attrs["num_outputs"] = self.num_outputs
         k.attrs["workspace"] = len(self.workspace)
+        k.attrs["packed_constants"] = [v for _, v in self.packed]
         return k
 
     # ---- one stage ------------------------------------------------------------------------
@@ -149,7 +157,8 @@ class KernelBuilder:
         packed: set[int] = set()
         for spec in nest.packs:
             buf, stmt, load_idx = self._pack(factors_raw[spec.factor], spec, nest)
-            pre.append(stmt)
+            if stmt is not None:
+                pre.append(stmt)
             factors[spec.factor] = Load(buf, load_idx, factors_raw[spec.factor].dtype)
             packed.add(spec.factor)
         unpacked_axes: set[str] = set()
@@ -179,12 +188,28 @@ class KernelBuilder:
         epi = _nest(tile, _guarded(Store(out_buf, out_idx, epi_val), guards, ranges))
         return [*pre, _nest(outer, Allocate(acc, Seq([init, main, epi])))]
 
-    def _pack(self, factor: Expr, spec: PackSpec, nest: LoopNest) -> tuple[Buffer, Stmt, tuple[Expr, ...]]:
-        """Materialize ``factor`` over the loops it uses (``spec.axis`` last, zero-padded)."""
+    def _pack(self, factor: Expr, spec: PackSpec, nest: LoopNest) -> tuple[Buffer, Stmt | None, tuple[Expr, ...]]:
+        """Materialize ``factor`` over the loops it uses (``spec.axis`` last, zero-padded).
+        A factor of constants only is computed now and becomes a pre-packed weight."""
         f = substitute(factor, spec.axis_expr)
         used = free_vars(f)
         order = [n for n in spec.extents if n in used and n != spec.axis] + [spec.axis]
         shape = tuple(spec.padded if n == spec.axis else spec.extents[n] for n in order)
+        load_idx = tuple(nest.final_expr(n, spec.sub_index) for n in order)
+        tensors = {ld.tensor for ld in _all_loads(f)}
+        if tensors and all(isinstance(t, Tensor) and t in self.constants for t in tensors):
+            import numpy as np
+
+            from tessera.loop.te_eval import evaluate_expr, np_dtype
+
+            env = {n: np.arange(spec.extents[n]).reshape([-1 if j == k else 1 for j in range(len(order))])
+                   for k, n in enumerate(order)}
+            val = evaluate_expr(f, env, {t: self.constants[t] for t in tensors})
+            val = np.broadcast_to(val, [spec.extents[n] for n in order]).astype(np_dtype(factor.dtype))
+            pad = [(0, 0)] * (len(order) - 1) + [(0, spec.padded - spec.extents[spec.axis])]
+            buf = Buffer(f"cw{len(self.packed)}", shape, factor.dtype)
+            self.packed.append((buf, np.ascontiguousarray(np.pad(val, pad))))
+            return buf, None, load_idx
         buf = self._workspace(shape, factor.dtype)
         self._local += 1
         pv = {n: Var(f"p{self._local}_{k}") for k, n in enumerate(order)}
@@ -196,8 +221,16 @@ class KernelBuilder:
         stmt: Stmt = Store(buf, tuple(pv[n] for n in order), val)
         for k in range(len(order) - 1, -1, -1):
             stmt = For(pv[order[k]], shape[k], "parallel" if k == 0 else "serial", stmt)
-        load_idx = tuple(nest.final_expr(n, spec.sub_index) for n in order)
         return buf, stmt, load_idx
+
+
+def _all_loads(e: Expr) -> list[Load]:
+    from tessera.loop.expr import children
+
+    out: list[Load] = [e] if isinstance(e, Load) else []
+    for c in children(e):
+        out.extend(_all_loads(c))
+    return out
 
 
 def _uses_axis(e: Expr, axis: str) -> bool:
