@@ -314,7 +314,19 @@ unary_op("Not", np.logical_not, allowed=BOOL)
 nary_op("And", np.logical_and, allowed=BOOL)
 nary_op("Or", np.logical_or, allowed=BOOL)
 nary_op("Xor", np.logical_xor, allowed=BOOL)
-nary_op("Equal", np.equal, allowed=ANY, out=DType.bool)
+def _dim_equal(a: Dim, b: Dim) -> Dim:
+    """Equality of two dims as 0/1; a symbolic dim is never negative, so it differs from a
+    negative constant (exporters compare shapes with -1 to find "infer" entries)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return int(a == b)
+    if a == b:
+        return 1
+    if (isinstance(a, int) and a < 0) or (isinstance(b, int) and b < 0):
+        return 0
+    raise TypeError("undecidable")
+
+
+nary_op("Equal", np.equal, allowed=ANY, out=DType.bool, propagate=_dim_equal)
 nary_op("Less", np.less, out=DType.bool)
 nary_op("Greater", np.greater, out=DType.bool)
 nary_op("LessOrEqual", np.less_equal, out=DType.bool)
