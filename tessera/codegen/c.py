@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tessera.codegen.c_expr import ScalarExprs
-from tessera.codegen.c_types import c_type, check_ident, prelude, vector_ok
+from tessera.codegen.c_types import WIDTH, c_type, check_ident, prelude, vector_ok
 from tessera.codegen.c_vector import NotPromotable, NoVec, Promo, VectorExprs, linear_coeff, loads_in
 from tessera.loop.expr import Const, Expr, Load, Var, const, simplify, substitute
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
@@ -31,6 +31,7 @@ from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
 __all__ = ["render_kernel", "render_module", "c_type"]
 
 MAX_PROMOTED = 256  # elements of a local buffer that may be scalar-replaced
+MAX_STACK_BYTES = 64 * 1024  # larger local buffers go to the heap (OpenMP thread stacks are small)
 _FULL_UNROLL_EXTENT = 16
 _FULL_UNROLL_SIZE = 512  # statements emitted by one fully unrolled loop
 _VECTOR_UNROLL_STEPS = 16
@@ -244,7 +245,7 @@ class _Emitter(ScalarExprs, VectorExprs):
                 del self.promoted[id(buf)]
         self.names[id(buf)] = name
         try:
-            if buf.scope == "local":
+            if buf.scope == "local" and buf.numel * WIDTH[buf.dtype] <= MAX_STACK_BYTES:
                 decl = f"{pad}{ct} {name}[{max(buf.numel, 1)}] __attribute__((aligned(64)));  /* {buf.name} */"
                 return [decl, *self.stmt(s.body, ind)]
             decl = f"{pad}{ct}* restrict {name} = ({ct}*)tsr_alloc({buf.numel} * sizeof({ct}));  /* {buf.name} */"
@@ -255,7 +256,8 @@ class _Emitter(ScalarExprs, VectorExprs):
     def _promo_lanes(self, s: Allocate) -> int:
         buf = s.buffer
         lanes = self.lanes.get(buf.dtype, 1)
-        if vector_ok(buf.dtype, lanes) and buf.numel % lanes == 0 and any(_accesses(s.body, buf)):
+        in_vector_loop = any(_accesses(s.body, buf))
+        if vector_ok(buf.dtype, lanes) and buf.numel % lanes == 0 and in_vector_loop:
             return lanes
         return 1
 
@@ -301,7 +303,7 @@ class _Emitter(ScalarExprs, VectorExprs):
                 except NoVec:
                     pass
         if self.promoted and s.extent <= _FULL_UNROLL_EXTENT * 4 and any(
-                any(_accesses(s.body, p.buf)) for p in self.promoted.values()):
+                next(_accesses(s.body, p.buf), None) is not None for p in self.promoted.values()):
             # keep a register tile in registers: constant indices need the loop unrolled
             return [line for k in range(s.extent) for line in self._unrolled_copy(s, k, ind)]
         pragma = "#pragma omp simd" if independent else None

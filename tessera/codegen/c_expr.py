@@ -84,7 +84,9 @@ class ScalarExprs:
             if op == "sub":
                 return f"({a} != {b})"
         if op in _ARITH:
-            r = f"({a} {_ARITH[op]} {b})"
+            # u8/u16 operands promote to int: multiply as uint32_t so a wrap-around is not signed overflow
+            a2 = f"(uint32_t){a}" if op == "mul" and dt in ("u8", "u16") else a
+            r = f"({a2} {_ARITH[op]} {b})"
         elif op in ("div", "floordiv", "mod"):
             const_b = isinstance(e.b, Const) and int(e.b.value) != 0
             plain = const_b and (op == "div" or unsigned or (int(e.b.value) > 0 and self._nonneg(e.a, self.ranges)))
@@ -108,6 +110,8 @@ class ScalarExprs:
         a = self.sexpr(e.value)
         if e.dtype == "bool":
             return f"({a} != 0)"
+        if src in FLOATS and e.dtype in ("u8", "u16", "u32"):
+            a = f"(int64_t)({a})"  # a negative float wraps as in NumPy instead of being undefined
         return f"(({c_type(e.dtype)})({a}))"
 
     def _call(self, e: Call) -> str:

@@ -225,6 +225,8 @@ class VectorExprs:
         if isinstance(e, Cast):
             if e.dtype == "bool" or e.value.dtype == "bool":
                 raise NoVec("casts from/to bool are not vectorized")
+            if e.value.dtype in FLOATS and e.dtype.startswith("u"):
+                raise NoVec("float to unsigned casts are not vectorized")
             a = self._vec(e.value)
             return self._emit(vt, f"__builtin_convertvector({a}, {vt})", e)
         if isinstance(e, Call) and e.fn == "neg" and e.dtype != "bool":
