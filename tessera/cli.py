@@ -1,4 +1,4 @@
-"""The ``tessera`` command line: inspect, run, export and check models.
+"""The ``tessera`` command line: inspect, compile, run, export and check models; list targets.
 
 On bad input every command prints one ``error: ...`` line on stderr and exits with status 2;
 ``--debug`` shows the traceback instead."""
@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -21,8 +24,21 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="import path for zoo models (default: torch)")
 
 
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="host",
+                   help="target name (see `tessera targets`), 'host', or a .toml description (default: host)")
+    p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the CPUs available)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``error: ...`` line (exit status 2), like every other CLI error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tessera", description="Tessera deep-learning compiler")
+    parser = _Parser(prog="tessera", description="Tessera deep-learning compiler")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -31,11 +47,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", action="store_true", help="also print the graph IR as text")
     p.add_argument("--optimize", action="store_true", help="run the graph passes first")
 
-    p = sub.add_parser("run", help="run a model with the reference executor on .npy inputs")
+    p = sub.add_parser("compile", help="compile a model for a CPU target into a single-file artifact (.tsa)")
     _add_model_args(p)
+    p.add_argument("-o", "--output", metavar="OUT.tsa", help="artifact path (default: MODEL's stem + .tsa)")
+    _add_target_args(p)
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=d1,d2,...",
+                   help="static shape of an input (repeat per input); zoo models default to their example inputs")
+    p.add_argument("--dim", action="append", default=[], metavar="SYMBOL=N",
+                   help="size of a symbolic input dim, e.g. --dim batch=1 (repeat per symbol)")
+    p.add_argument("--explain-fusion", action="store_true",
+                   help="print why each producer->consumer edge was left unfused")
+    p.add_argument("--dump", metavar="DIR",
+                   help="write the generated C source and each kernel's loop IR and schedule into DIR")
+
+    p = sub.add_parser("run", help="compile and run a model (or run a saved .tsa artifact) on .npy inputs")
+    p.add_argument("model", help="an .onnx file, a saved .tsr graph, a zoo model name, or a compiled .tsa artifact")
+    p.add_argument("--frontend", choices=("torch", "onnx"), default="torch",
+                   help="import path for zoo models (default: torch)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="an input tensor (repeat per input); zoo models default to their example inputs")
+                   help="an input tensor (repeat per input); zoo models default to their example inputs; "
+                        "the compiled model is specialized to these shapes")
     p.add_argument("--output", metavar="OUT.npz", help="save outputs under the model's output names")
+    p.add_argument("--reference", action="store_true", help="run the NumPy reference executor instead of compiling")
+    _add_target_args(p)
+
+    sub.add_parser("targets", help="list the built-in CPU targets and the one 'host' resolves to")
 
     p = sub.add_parser("export", help="export a zoo model to ONNX (dynamic batch/seq axes)")
     p.add_argument("name", help="zoo model name")
@@ -110,25 +146,205 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _is_artifact(model: str) -> bool:
+    return Path(model).suffix == ".tsa"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from tessera.api import load_model
-    from tessera.graph.reference import run_reference
 
-    g = load_model(args.model, args.frontend)
-    feeds: dict[str, np.ndarray] | list[np.ndarray] = _load_inputs(args.input)
-    if not feeds and not Path(args.model).exists():
-        from tessera.models import get_model
+    t0 = time.perf_counter()
+    if _is_artifact(args.model):
+        if args.reference:
+            raise TesseraError(f"--reference needs a model, not a compiled artifact ({args.model})")
+        from tessera.runtime.artifact import load_artifact
 
-        feeds = [t.numpy() for t in get_model(args.model).example_inputs]
-    outs = run_reference(g, feeds)
+        cm = load_artifact(args.model, num_threads=args.threads)
+        feeds = _load_inputs(args.input)
+        if not feeds:
+            names = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in cm.input_specs)
+            raise TesseraError(f"artifact {args.model} needs its inputs ({names}); pass --input NAME=FILE.npy")
+        outs = cm.run_dict(feeds)
+        print(f"ran {args.model} ({cm.manifest.target.name}) in {time.perf_counter() - t0:.3f} s")
+    else:
+        g = load_model(args.model, args.frontend)
+        given: dict[str, np.ndarray] | list[np.ndarray] = _load_inputs(args.input)
+        if not given and not Path(args.model).exists():
+            from tessera.models import get_model
+
+            given = [t.numpy() for t in get_model(args.model).example_inputs]
+        if args.reference:
+            from tessera.graph.reference import run_reference
+
+            outs = run_reference(g, given)
+        else:
+            outs = _compile_and_run(g, given, args)
     for name, v in outs.items():
-        print(f"{name}: {v.dtype}{list(v.shape)} min {v.min():.6g} max {v.max():.6g}")
+        stats = f" min {v.min():.6g} max {v.max():.6g}" if v.size else ""
+        print(f"{name}: {v.dtype}{list(v.shape)}{stats}")
     if args.output:
         from tessera.utils import atomic_output
 
         with atomic_output(args.output) as tmp, open(tmp, "wb") as f:
             np.savez(f, **outs)
         print(f"saved {len(outs)} output(s) to {args.output}")
+    return 0
+
+
+def _compile_and_run(g: Any, given: dict[str, np.ndarray] | list[np.ndarray],
+                     args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Compile ``g`` specialized to the shapes of ``given`` (checked against the signature first)."""
+    from tessera.compiler import compile as tessera_compile
+    from tessera.graph.signature import bind_inputs
+
+    feeds, _ = bind_inputs(g, given)
+    cm = tessera_compile(g, args.target, {n: v.shape for n, v in feeds.items()}, num_threads=args.threads)
+    print(f"compiled {g.name} for {cm.manifest.target.name}: {len(cm.compilation.kernels)} kernel(s) "
+          f"in {cm.compile_seconds:.2f} s")
+    return cm.run_dict(feeds)
+
+
+def _parse_shapes(g: Any, shape_specs: list[str], dim_specs: list[str]) -> dict[str, Any]:
+    """``--shape NAME=d1,d2`` and ``--dim SYM=N`` as a specialization mapping, checked against ``g``."""
+    shapes: dict[str, Any] = {}
+    symbols = sorted({s for n in g.inputs for s in g.types[n].symbols})
+    for spec in shape_specs:
+        name, sep, dims = spec.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(",")) if dims.strip() else ()
+        except ValueError:
+            shape = None
+        if not sep or not name or shape is None or any(d < 0 for d in shape):
+            raise TesseraError(f"--shape must be NAME=d1,d2,... with non-negative integer dims, got {spec!r}")
+        if name not in g.inputs:
+            raise TesseraError(f"--shape {spec!r}: model has no input {name!r} (inputs: {', '.join(g.inputs)})")
+        shapes[name] = shape
+    for spec in dim_specs:
+        name, sep, size = spec.partition("=")
+        if not sep or not name or not size.strip().isdigit():
+            raise TesseraError(f"--dim must be SYMBOL=N with a non-negative integer N, got {spec!r}")
+        if name not in symbols:
+            known = ", ".join(symbols) if symbols else "none: all input dims are static"
+            raise TesseraError(f"--dim {spec!r}: model has no symbolic dim {name!r} (symbols: {known})")
+        shapes[name] = int(size)
+    return shapes
+
+
+def _default_shapes(model: str, g: Any) -> dict[str, Any] | None:
+    """Zoo models compile for their example inputs; files with symbolic dims need --shape/--dim."""
+    from tessera.models import MODEL_NAMES
+
+    if model in MODEL_NAMES and not Path(model).exists():
+        from tessera.models import get_model
+
+        example = get_model(model).example_inputs
+        return {n: tuple(t.shape) for n, t in zip(g.inputs, example, strict=True)}
+    symbols = sorted({s for n in g.inputs for s in g.types[n].symbols})
+    if symbols:
+        raise TesseraError(f"model {model} has symbolic input dims ({', '.join(symbols)}); give their sizes, "
+                           f"e.g. {' '.join(f'--dim {s}=1' for s in symbols)}, or --shape NAME=d1,d2,...")
+    return None
+
+
+@dataclass
+class _Built:
+    """What save_artifact needs from a model, without loading the library (allows foreign targets)."""
+
+    manifest: Any
+    library_bytes: bytes
+    weights: np.ndarray
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from tessera.api import load_model
+    from tessera.compiler import compile_graph
+    from tessera.runtime.artifact import save_artifact
+
+    if args.threads is not None and args.threads < 1:
+        raise TesseraError(f"--threads must be a positive integer, got {args.threads}")
+    out = Path(args.output) if args.output else Path(Path(args.model).stem + ".tsa")
+    if out.suffix != ".tsa":
+        raise TesseraError(f"artifact path must end in .tsa, got {out}")
+    g = load_model(args.model, args.frontend)
+    shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
+    explain: list[str] | None = [] if args.explain_fusion else None
+    comp = compile_graph(g, args.target, shapes, args.threads, explain_fusion=explain)
+    if explain is not None:
+        print(f"fusion: {len(explain)} edge(s) left unfused")
+        for line in explain:
+            print(f"  {line}")
+    if args.dump:
+        _dump(comp, Path(args.dump))
+    try:
+        library = comp.library.read_bytes()
+    except OSError as e:
+        raise TesseraError(f"cannot read the built library {comp.library}: {e}") from e
+    save_artifact(_Built(comp.manifest, library, comp.weights), out)  # type: ignore[arg-type]
+    mem = comp.manifest.memory
+    saved = 1 - mem.peak_activation_bytes / mem.naive_activation_bytes if mem.naive_activation_bytes else 0.0
+    print(f"compiled {g.name} for {comp.manifest.target.name}: {len(comp.kernels)} kernel(s) in {comp.seconds:.2f} s")
+    print(f"activation memory: peak {_fmt_bytes(mem.peak_activation_bytes)} vs naive sum "
+          f"{_fmt_bytes(mem.naive_activation_bytes)} ({saved:.0%} saved); weights {_fmt_bytes(comp.weights.nbytes)}")
+    print(f"artifact: {out} ({_fmt_bytes(out.stat().st_size)})")
+    if args.dump:
+        print(f"dumped C source, loop IR and schedules to {args.dump}")
+    return 0
+
+
+def _dump(comp: Any, folder: Path) -> None:
+    """The generated C, and per kernel its loop IR and schedule, as text files in ``folder``."""
+    from tessera.utils import atomic_output
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TesseraError(f"cannot create dump folder {folder}: {e}") from e
+    files = {"model.c": comp.source}
+    for ck in comp.kernels:
+        name = ck.kernel.name
+        files[f"{name}.loop.txt"] = str(ck.kernel) + "\n"
+        lines = [f"# {name}: nodes {', '.join(n.name for n in ck.group.nodes)}; args {', '.join(ck.args)}"]
+        for stage, steps in ck.schedules.items():
+            lines.append(f"{stage}:")
+            lines.extend(f"  {step}" for step in steps)
+        files[f"{name}.schedule.txt"] = "\n".join(lines) + "\n"
+    for fname, text in files.items():
+        with atomic_output(folder / fname) as tmp:
+            tmp.write_text(text)
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tessera.targets import host_target, is_native, list_targets, load_target
+
+    table = Table("target", "arch", "vector bits", "f32 lanes", "vector regs", "cores", "L1d", "L2", "L3",
+                  "GHz", "peak GFLOP/s", "runs here", title="built-in CPU targets (peak: f32 FMA, all cores)")
+    for name in list_targets():
+        t = load_target(name)
+        cores = str(t.cores) if t.cores else f"auto ({t.effective_cores()})"
+        table.add_row(t.name, t.arch, str(t.vector_bits), str(t.lanes("f32")), str(t.vector_registers), cores,
+                      _fmt_bytes(t.caches.l1d), _fmt_bytes(t.caches.l2),
+                      _fmt_bytes(t.caches.l3) if t.caches.l3 else "-", f"{t.frequency_ghz:g}",
+                      f"{t.peak_gflops():.0f}", "yes" if is_native(t) else "no")
+    console = Console(width=max(Console().width, 140))
+    console.print(table)
+    try:
+        h = host_target()
+    except TesseraError as e:
+        print(f"host: no built-in target fits this machine ({e})")
+        return 0
+    print(f"host -> {h.name}: {h.effective_cores()} core(s), L1d {_fmt_bytes(h.caches.l1d)}, "
+          f"L2 {_fmt_bytes(h.caches.l2)}, L3 {_fmt_bytes(h.caches.l3) if h.caches.l3 else '-'}, "
+          f"peak {h.peak_gflops():.0f} GFLOP/s")
     return 0
 
 
@@ -149,7 +365,8 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0 if check_zoo(models, args.frontends.split(",")) else 1
 
 
-_COMMANDS = {"inspect": _cmd_inspect, "run": _cmd_run, "export": _cmd_export, "zoo": _cmd_zoo}
+_COMMANDS = {"inspect": _cmd_inspect, "compile": _cmd_compile, "run": _cmd_run, "targets": _cmd_targets,
+             "export": _cmd_export, "zoo": _cmd_zoo}
 
 
 if __name__ == "__main__":

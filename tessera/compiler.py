@@ -138,6 +138,7 @@ def compile_graph(
     num_threads: int | None = None,
     optimize: bool = True,
     explain_fusion: list[str] | None = None,
+    profile: bool = False,
 ) -> Compilation:
     """Compile a graph for a CPU target (see module docstring)."""
     from tessera.codegen.c import render_kernel, render_module
@@ -230,7 +231,7 @@ def compile_graph(
         args += [f"(void*)(arena + {plan.offsets[f'__ws{step}_{w}']})" for w in range(ck.kernel.attrs["workspace"])]
         args += [f"(void*)(weights + {packed_offset[(step, j)]})"
                  for j in range(len(ck.kernel.attrs["packed_constants"]))]
-        calls.append(f"  {ck.kernel.name}({', '.join(args)});")
+        calls.append(f"  {{ TSR_T0; {ck.kernel.name}({', '.join(args)}); TSR_T1({step}); }}")
     copies = []
     for k, v in enumerate(g.outputs):  # outputs no kernel writes: inputs, constants, aliases, repeats
         r = root(v)
@@ -239,6 +240,18 @@ def compile_graph(
             src = loc(r)
             copies.append(f"  memcpy(outputs[{k}], {src}, {nbytes});")
     entry = "\n".join([
+        "/* per-kernel timing, compiled in with -DTSR_PROFILE (read with tsr_profile) */",
+        "#ifdef TSR_PROFILE",
+        f"static double tsr_prof[{max(len(kernels), 1)}];",
+        "#define TSR_T0 double tsr_t = omp_get_wtime()",
+        "#define TSR_T1(k) tsr_prof[k] += omp_get_wtime() - tsr_t",
+        "void tsr_profile(double* out) {",
+        f"  for (int k = 0; k < {len(kernels)}; ++k) {{ out[k] = tsr_prof[k]; tsr_prof[k] = 0; }}",
+        "}",
+        "#else",
+        "#define TSR_T0",
+        "#define TSR_T1(k)",
+        "#endif",
         "int tsr_run(void* const* inputs, void* const* outputs, char* weights, char* arena) {",
         "  (void)inputs; (void)outputs; (void)weights; (void)arena;",
         *calls, *copies, "  return 0;", "}",
@@ -249,7 +262,7 @@ def compile_graph(
         "  (void)n;",
         "}",
     ])
-    source = render_module(rendered, entry)
+    source = ("#define TSR_PROFILE 1\n" if profile else "") + render_module(rendered, entry)
     library = build_shared_library(source, tgt, f"model_{len(kernels)}k")
     seconds = time.perf_counter() - t0
 
@@ -291,6 +304,7 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     num_threads: int | None = None,
     frontend: str = "torch",
     optimize: bool = True,
+    profile: bool = False,
 ) -> Any:
     """Compile ``model`` (a Graph, an ``.onnx``/``.tsr`` path or a zoo name) for ``target``.
 
@@ -302,7 +316,7 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     t0 = time.perf_counter()
     g, shapes = _load(model, frontend, input_shapes)
     tgt = resolve_target(target)
-    comp = compile_graph(g, tgt, shapes, num_threads, optimize)
+    comp = compile_graph(g, tgt, shapes, num_threads, optimize, profile=profile)
     if not is_native(tgt):
         raise CompileError(
             f"built {comp.library} for {tgt.name}, which this machine cannot run; "
@@ -327,3 +341,14 @@ def _load(model: Any, frontend: str, input_shapes: Mapping[str, Any] | None) -> 
         zm = get_model(model)
         input_shapes = {n: tuple(t.shape) for n, t in zip(g.inputs, zm.example_inputs, strict=True)}
     return g, input_shapes
+
+
+def kernel_profile(model: Any) -> list[tuple[str, float]]:
+    """Seconds spent per kernel since the last call, for a model compiled with ``profile=True``."""
+    import ctypes
+
+    comp: Compilation = model.compilation
+    n = len(comp.kernels)
+    buf = (ctypes.c_double * max(n, 1))()
+    model._lib.tsr_profile(buf)
+    return [(ck.kernel.name, buf[k]) for k, ck in enumerate(comp.kernels)]

@@ -205,6 +205,8 @@ class VectorExprs:
             flat = self.flat_index(buf, e.indices)
             if buf.dtype != e.dtype or linear_coeff(flat, st.var) != 1:
                 raise NoVec("load not contiguous in the vector variable")
+            if e.dtype == "bool":  # stored as bytes; a lane-wide mask would need a widening load
+                raise NoVec("bool loads are not vectorized")
             if st.branch:
                 self._check_in_bounds(e)
             return self._emit(vt, self._vref(buf, flat), e)
