@@ -119,8 +119,8 @@ def lower_group(g: Graph, group: FusionGroup, name: str, target: CpuTarget,
             t = compute(src.shape, lambda *i, s=src: s[i], "copy")
         outputs.append(t)
     stages = build_stages(outputs)
-    scheds = dict(schedules) if schedules else schedule_stages(stages, target)
     constants = {tensors[v]: g.constants[v] for v in group.inputs if v in g.constants}
+    scheds = dict(schedules) if schedules else schedule_stages(stages, target, frozenset(constants))
     kernel = KernelBuilder(name, inputs, outputs, constants).build(stages, scheds)
     return CompiledKernel(group, kernel, list(group.inputs) + list(group.outputs), scheds)
 

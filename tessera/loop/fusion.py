@@ -188,23 +188,64 @@ def _linear(idx: tuple[Expr, ...], shape: tuple[int, ...]) -> Expr:
 def _same_linear_index(axes: tuple[Var, ...], out_shape: tuple[int, ...], idx: tuple[Expr, ...],
                        in_shape: tuple[int, ...]) -> bool:
     ranges = {a.name: (0, max(d - 1, 0)) for a, d in zip(axes, out_shape, strict=True)}
-    if simplify(_linear(idx, in_shape), ranges) == simplify(_linear(axes, out_shape), ranges):
+    flat_in = simplify(_linear(idx, in_shape), ranges)
+    flat_out = simplify(_linear(axes, out_shape), ranges)
+    if flat_in == flat_out:
         return True
-    # The simplifier does not canonicalize every form: check the mapping point by point.
+    lin_in, lin_out = _affine(flat_in), _affine(flat_out)
+    if lin_in is not None and lin_out is not None:
+        drop = {a.name for a, d in zip(axes, out_shape, strict=True) if d == 1}  # always 0
+        return {k: c for k, c in lin_in.items() if c and k not in drop} == \
+            {k: c for k, c in lin_out.items() if c and k not in drop}
+    # floordiv/mod forms the simplifier does not canonicalize: check every point
     n = math.prod(out_shape)
+    if n <= 1 << 22:
+        env = {a.name: np.arange(d, dtype=np.int64).reshape([-1 if k == j else 1 for j in range(len(out_shape))])
+               for k, (a, d) in enumerate(zip(axes, out_shape, strict=True))}
+        try:
+            got = _eval_index(flat_in, env)
+        except _NotIndex:
+            return False
+        return bool(np.array_equal(np.broadcast_to(got, out_shape), np.arange(n, dtype=np.int64).reshape(out_shape)))
     strides = [math.prod(out_shape[k + 1:]) for k in range(len(out_shape))]
-    in_strides = [math.prod(in_shape[k + 1:]) for k in range(len(in_shape))]
     chunk = 1 << 20
     for start in range(0, n, chunk):
         flat = np.arange(start, min(n, start + chunk), dtype=np.int64)
         env = {a.name: (flat // s) % d for a, s, d in zip(axes, strides, out_shape, strict=True)}
         try:
-            got = sum((_eval_index(e, env) * s for e, s in zip(idx, in_strides, strict=True)), np.int64(0))
+            got = _eval_index(flat_in, env)
         except _NotIndex:
             return False
         if not np.array_equal(np.broadcast_to(got, flat.shape), flat):
             return False
     return True
+
+
+def _affine(e: Expr) -> dict[str, int] | None:
+    """``e`` as {var: coefficient, "": constant} if it is an integer affine form, else None."""
+    if isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool):
+        return {"": e.value}
+    if isinstance(e, Var):
+        return {e.name: 1}
+    if isinstance(e, BinOp) and e.op in ("add", "sub"):
+        a, b = _affine(e.a), _affine(e.b)
+        if a is None or b is None:
+            return None
+        sign = 1 if e.op == "add" else -1
+        out = dict(a)
+        for k, c in b.items():
+            out[k] = out.get(k, 0) + sign * c
+        return out
+    if isinstance(e, BinOp) and e.op == "mul":
+        a, b = _affine(e.a), _affine(e.b)
+        if a is None or b is None:
+            return None
+        if set(b) == {""}:
+            a, b = b, a
+        if set(a) != {""}:
+            return None
+        return {k: a[""] * c for k, c in b.items()}
+    return None
 
 
 class _NotIndex(Exception):
@@ -396,7 +437,7 @@ class _Partitioner:
         if self.pattern[c] == "elementwise":
             return self._epilogue_rule(v, c)
         if self.pattern[c] == "injective":
-            ins = {x for x in self.nodes[c].inputs if x and x not in self.g.constants}
+            ins = {x for x in self.nodes[c].inputs if x}
             reads = sum(int(self.g.types[x].numel) for x in ins)
             writes = sum(int(self.g.types[o].numel) for o in self.nodes[c].outputs if o)
             if writes > reads:
@@ -469,7 +510,7 @@ class _Partitioner:
             if len(escaping) == 1 and escaping[0] != v:
                 break
             if not escaping or len(region) >= MAX_DIAMOND:
-                fail = "region too large"
+                fail = f"no closed elementwise region within {MAX_DIAMOND} nodes"
                 break
             x = min(escaping, key=lambda y: self.producer[y])
             if x in self.graph_outputs:

@@ -193,9 +193,14 @@ class KernelBuilder:
         A factor of constants only is computed now and becomes a pre-packed weight."""
         f = substitute(factor, spec.axis_expr)
         used = free_vars(f)
-        order = [n for n in spec.extents if n in used and n != spec.axis] + [spec.axis]
-        shape = tuple(spec.padded if n == spec.axis else spec.extents[n] for n in order)
-        load_idx = tuple(nest.final_expr(n, spec.sub_index) for n in order)
+        others = [n for n in spec.extents if n in used and n != spec.axis]
+        order = [*others, spec.axis]  # logical axes; stored as [axis//tile, *others, axis%tile]
+        tile = spec.tile
+        shape = (spec.padded // tile, *(spec.extents[n] for n in others), tile)
+        v = nest.final_expr(spec.axis, spec.sub_index)
+        vr = {lp.name: (0, lp.extent - 1) for lp in nest.loops}
+        load_idx = (simplify(v // tile, vr), *(nest.final_expr(n, spec.sub_index) for n in others),
+                    simplify(v % tile, vr))
         tensors = {ld.tensor for ld in _all_loads(f)}
         if tensors and all(isinstance(t, Tensor) and t in self.constants for t in tensors):
             import numpy as np
@@ -206,21 +211,25 @@ class KernelBuilder:
                    for k, n in enumerate(order)}
             val = evaluate_expr(f, env, {t: self.constants[t] for t in tensors})
             val = np.broadcast_to(val, [spec.extents[n] for n in order]).astype(np_dtype(factor.dtype))
-            pad = [(0, 0)] * (len(order) - 1) + [(0, spec.padded - spec.extents[spec.axis])]
+            val = np.pad(val, [(0, 0)] * (len(order) - 1) + [(0, spec.padded - spec.extents[spec.axis])])
+            val = np.moveaxis(val.reshape(*val.shape[:-1], spec.padded // tile, tile), -2, 0)
             buf = Buffer(f"cw{len(self.packed)}", shape, factor.dtype)
-            self.packed.append((buf, np.ascontiguousarray(np.pad(val, pad))))
+            self.packed.append((buf, np.ascontiguousarray(val)))
             return buf, None, load_idx
         buf = self._workspace(shape, factor.dtype)
         self._local += 1
-        pv = {n: Var(f"p{self._local}_{k}") for k, n in enumerate(order)}
-        ranges = {pv[n].name: (0, e - 1) for n, e in zip(order, shape, strict=True)}
-        val = substitute(f, dict(pv.items()))
+        loop_vars = [Var(f"p{self._local}_{k}") for k in range(len(shape))]
+        ranges = {lv.name: (0, e - 1) for lv, e in zip(loop_vars, shape, strict=True)}
+        axis_val = loop_vars[0] * tile + loop_vars[-1]
+        env = {n: lv for n, lv in zip(others, loop_vars[1:-1], strict=True)}
+        env[spec.axis] = axis_val
+        val = substitute(f, env)
         if spec.padded > spec.extents[spec.axis]:
-            val = select(pv[spec.axis].lt(spec.extents[spec.axis]), val, const(0.0, factor.dtype))
+            val = select(axis_val.lt(spec.extents[spec.axis]), val, const(0.0, factor.dtype))
         val = simplify(self._to_buffers(val), ranges)
-        stmt: Stmt = Store(buf, tuple(pv[n] for n in order), val)
-        for k in range(len(order) - 1, -1, -1):
-            stmt = For(pv[order[k]], shape[k], "parallel" if k == 0 else "serial", stmt)
+        stmt: Stmt = Store(buf, tuple(loop_vars), val)
+        for k in range(len(shape) - 1, -1, -1):
+            stmt = For(loop_vars[k], shape[k], "parallel" if k == 0 else "serial", stmt)
         return buf, stmt, load_idx
 
 

@@ -6,8 +6,8 @@ one list per stage; replaying the steps on a fresh :class:`LoopNest` gives the s
 Primitives: ``split(loop, factor)``, ``fuse(outer, inner)``, ``reorder(loops...)``,
 ``parallel(loop)``, ``vectorize(loop)``, ``unroll(loop)``, ``cache_write(at)`` (accumulate
 into a local tile allocated inside loop ``at``; ``None`` = outside every loop),
-``pack(factor_index, axis, padded_extent)`` (cache_read: materialize one factor of the
-reduction body so it is contiguous along ``axis``, zero-padded to ``padded_extent``).
+``pack(factor_index, axis, padded_extent, tile)`` (cache_read: materialize one factor of the
+reduction body as panels contiguous along ``axis``, zero-padded to ``padded_extent``).
 Inlining decisions are made when stages are built (tessera.loop.stages).
 """
 
@@ -58,6 +58,7 @@ class PackSpec:
     factor: int
     axis: str  # a loop name at that time (possibly fused)
     padded: int
+    tile: int  # the axis is stored as [axis // tile, ..., axis % tile]: one contiguous panel per tile
     axis_expr: dict[str, Expr]
     extents: dict[str, int]  # loop name -> extent at that time
     sub_index: int  # substitutions applied after this pack map its loop vars to final loops
@@ -156,9 +157,12 @@ class LoopNest:
             self.find(at)
         self.cache_at = at
 
-    def _pack(self, factor: int, axis: str, padded_extent: int) -> None:
+    def _pack(self, factor: int, axis: str, padded_extent: int, tile: int = 0) -> None:
         self.find(axis)
-        self.packs.append(PackSpec(int(factor), axis, int(padded_extent), dict(self.axis_expr),
+        tile = int(tile) or int(padded_extent)
+        if padded_extent % tile:
+            raise ValueError(f"pack tile {tile} does not divide the padded extent {padded_extent}")
+        self.packs.append(PackSpec(int(factor), axis, int(padded_extent), tile, dict(self.axis_expr),
                                    {lp.name: lp.extent for lp in self.loops}, len(self.subs)))
 
     def _tensorize(self, intrinsic: str) -> None:

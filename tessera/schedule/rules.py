@@ -18,7 +18,7 @@ its reduction, how each factor of the reduction body is indexed) and from the ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tessera.loop.expr import Expr, Load, Var, free_vars, stride_along, substitute
 from tessera.loop.stages import Stage
@@ -44,12 +44,13 @@ VECTOR_DTYPES = ("f32",)
 MIN_TILED_REDUCTION = 8  # reduction length below which register tiling does not pay
 
 
-def default_schedule(stage: Stage, target: TargetInfo) -> list[Step]:
-    """The rule-based schedule of one stage."""
+def default_schedule(stage: Stage, target: TargetInfo, constants: frozenset[Any] = frozenset()) -> list[Step]:
+    """The rule-based schedule of one stage. ``constants``: placeholders known at compile time
+    (their packed layouts cost nothing at run time)."""
     if stage.reduce is None:
         return _elementwise(stage, target)
     if _tileable(stage):
-        return _tiled_reduction(stage, target)
+        return _tiled_reduction(stage, target, constants)
     return _simple_reduction(stage, target)
 
 
@@ -110,7 +111,15 @@ def _tileable(stage: Stage) -> bool:
     out = 1
     for e in stage.tensor.shape:
         out *= e
-    return n >= MIN_TILED_REDUCTION and out >= 64 and len(product_factors(red.body)) >= 2
+    if n < MIN_TILED_REDUCTION or out < 64:
+        return False
+    # a contraction: the innermost output axis is used by some factor and not by another (the
+    # broadcast operand), as in matmul and convolution; not a row statistic like a variance
+    inner = [a.name for a, e in zip(stage.tensor.axes, stage.tensor.shape, strict=True) if e > 1]
+    if not inner:
+        return False
+    uses = [inner[-1] in free_vars(f) for f in product_factors(red.body)]
+    return any(uses) and not all(uses)
 
 
 def _address(load: Load) -> Expr:
@@ -166,7 +175,7 @@ def _choose_tile(m_extent: int, v_extent: int, lanes: int, regs: int, padded_ok:
     return TileChoice(best[1], best[2])
 
 
-def _tiled_reduction(stage: Stage, target: TargetInfo) -> list[Step]:
+def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any]) -> list[Step]:
     red = stage.reduce
     assert red is not None
     lanes = target.lanes(stage.tensor.dtype)
@@ -207,10 +216,18 @@ def _tiled_reduction(stage: Stage, target: TargetInfo) -> list[Step]:
     tile = _choose_tile(m_extent, v_extent, lanes, target.vector_registers, padded_ok=True)
     nr = tile.nv * lanes
     padded = -(-v_extent // nr) * nr
-    if padded != v_extent:
-        non_contig = v_dependent  # pad every v-dependent operand: the hot loop needs no guards
-    for k in non_contig:
-        do(Step("pack", (k, v, padded)))
+    rows = 1
+    for a in spatial:
+        if a != v:
+            rows *= nest.loop(a).extent
+    to_pack = set(non_contig)
+    for k in v_dependent:
+        # panels: a constant operand is re-laid out for free at compile time; an activation is
+        # worth copying when its panels are re-read by enough rows of the tile
+        if padded != v_extent or _is_constant(factors[k], constants) or rows >= 4 * tile.mr:
+            to_pack.add(k)
+    for k in sorted(to_pack):
+        do(Step("pack", (k, v, padded, nr)))
     do(Step("split", (v, nr)))
     do(Step("split", (f"{v}_i", lanes)))
     v_o, v_io, v_ii = f"{v}_o", f"{v}_i_o", f"{v}_i_i"
@@ -220,7 +237,10 @@ def _tiled_reduction(stage: Stage, target: TargetInfo) -> list[Step]:
         inner_m = [f"{m}_i"]
         m_outer = f"{m}_o"
         spatial = [m_outer if a == m else a for a in spatial]
-    outer = [a for a in spatial if a != v] + [v_o]
+    # panel-outer order: one packed panel of the v-operand is reused by every m block
+    others = [a for a in spatial if a != v]
+    m_blocks = [a for a in others if inner_m and a == f"{m}_o"]
+    outer = [a for a in others if a not in m_blocks] + [v_o] + m_blocks
     do(Step("reorder", tuple(outer + reduce + inner_m + [v_io, v_ii])))
     for a in inner_m:
         do(Step("unroll", (a,)))
@@ -231,9 +251,15 @@ def _tiled_reduction(stage: Stage, target: TargetInfo) -> list[Step]:
     return steps
 
 
-def schedule_stages(stages: list[Stage], target: TargetInfo) -> dict[str, list[Step]]:
+def _is_constant(factor: Expr, constants: frozenset[Any]) -> bool:
+    loads = _loads(factor)
+    return bool(loads) and all(ld.tensor in constants for ld in loads)
+
+
+def schedule_stages(stages: list[Stage], target: TargetInfo,
+                    constants: frozenset[Any] = frozenset()) -> dict[str, list[Step]]:
     """Default schedules for every stage of a kernel, by stage name."""
-    return {st.name: default_schedule(st, target) for st in stages}
+    return {st.name: default_schedule(st, target, constants) for st in stages}
 
 
 def check_replay(stage: Stage, steps: list[Step]) -> LoopNest:

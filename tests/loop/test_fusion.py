@@ -221,20 +221,36 @@ def test_broadcast_producer_chain_is_not_inlined() -> None:
     assert explain and "shape differs" in explain[0]
 
 
+def test_enlarging_injective_consumer_is_not_fused() -> None:
+    need("Expand", "Transpose")
+    g = build({"x": t(1, 8), "y": t(4, 8)}, {"shape": np.array([4, 8], np.int64)}, [
+        N("Relu", ["x"], "r"), N("Expand", ["r", "shape"], "e"), N("Add", ["e", "y"], "s"),
+        N("Transpose", ["s"], "tr", perm=[1, 0]), N("Relu", ["tr"], "out"),
+    ], ["out"])
+    explain: list[str] = []
+    groups = partition(g, explain)
+    # the Expand would recompute relu(x) 4 times; the transpose of 's' reads each element once
+    assert names(groups) == [["r"], ["e", "s", "tr", "out"]]
+    assert explain == ["not fused: Relu 'r' -> Expand 'e': injective consumer enlarges its input "
+                       "(10 -> 32 elements; would recompute)"]
+
+
 # ---- errors ---------------------------------------------------------------------------------------
 
 
 def test_missing_compute_lists_every_op() -> None:
+    # data-dependent ops without compute definitions; their outputs even have symbolic shapes,
+    # yet the missing definitions are what is reported (checked first, all at once)
     g = build({"x": t(4, 8)}, {}, [
-        N("Relu", ["x"], "r"), N("Acos", ["r"], "a1"), N("Acosh", ["a1"], "h"), N("Acos", ["h"], "a2"),
-    ], ["a2"])
-    ops_without = [op for op in ("Acos", "Acosh") if get_compute(op) is not None]
-    if ops_without:
-        pytest.skip(f"{ops_without} gained compute definitions; pick other ops for this test")
-    assert missing_compute(g) == {"Acos": ["a1", "a2"], "Acosh": ["h"]}
+        N("Relu", ["x"], "r"), N("NonZero", ["r"], "nz1"), N("Unique", ["x"], "u"), N("NonZero", ["x"], "nz2"),
+    ], ["nz1", "u", "nz2"])
+    defined = [op for op in ("NonZero", "Unique") if get_compute(op) is not None]
+    if defined:
+        pytest.skip(f"{defined} gained compute definitions; pick other ops for this test")
+    assert missing_compute(g) == {"NonZero": ["nz1", "nz2"], "Unique": ["u"]}
     with pytest.raises(CompileError, match=r"2 operator type\(s\), 3 node\(s\)") as err:
         partition(g)
-    assert "Acos x2 (nodes: a1, a2)" in str(err.value) and "Acosh x1 (nodes: h)" in str(err.value)
+    assert "NonZero x2 (nodes: nz1, nz2)" in str(err.value) and "Unique x1 (nodes: u)" in str(err.value)
 
 
 def test_symbolic_shapes_are_rejected() -> None:
@@ -249,24 +265,23 @@ def test_symbolic_shapes_are_rejected() -> None:
 
 
 def test_merge_that_would_create_a_cycle_is_refused() -> None:
-    # Split s -> (s0, s1); s0 -> MatMul m (anchor, separate group) -> Add(s1, m).
-    # Fusing the Add into the Split's group would make {split, add} -> {m} -> {split, add}.
-    need("Split")
-    g = build({"x": t(4, 8)}, {"W": w(4, 4), "sizes": np.array([4, 4], np.int64)}, [
-        N("Split", ["x", "sizes"], ["s0", "s1"], axis=1),
-        N("MatMul", ["s0", "W"], "m"),
-        N("Relu", ["s1"], "r"),
-        N("Add", ["r", "m"], "out"),
+    # ln -> y -> add and ln -> mean -> relu -> add: fusing the Add into the LayerNorm's epilogue
+    # while the Relu stays apart would give {ln, add} -> {relu} -> {ln, add}
+    need("LayerNormalization")
+    g = build({"x": t(4, 16)}, {"gamma": w(16), "beta": w(16)}, [
+        N("LayerNormalization", ["x", "gamma", "beta"], ["y", "mean"], axis=-1),
+        N("Relu", ["mean"], "rm"),
+        N("Add", ["y", "rm"], "out"),
     ], ["out"])
     explain: list[str] = []
     groups = partition(g, explain)
     check_partition_invariants(g, groups)
-    # the Add joins the MatMul's epilogue; the Relu on the Split's other output cannot join the
-    # Split without the cycle {split, relu} -> {m, out}? no: it can (r feeds the epilogue) -- the
-    # Split and the epilogue group must stay apart
-    assert group_of(groups, "s0") is not group_of(groups, "m")
-    assert group_of(groups, "out") is group_of(groups, "m")
-    assert any("Split 's0'" in line and "cycle" in line for line in explain), explain
+    # the Relu joins the LayerNorm (same-shape consumer of 'mean'); the Add, which would
+    # broadcast 'rm' to [4,16], does not
+    assert names(groups) == [["y", "rm"], ["out"]]
+    assert groups[0].outputs == ["y", "rm"]
+    assert "not fused: LayerNormalization 'y' -> Add 'out': would create a cycle between groups" in explain
+    assert any(line.startswith("not fused: Relu 'rm' -> Add 'out': shape differs") for line in explain)
 
 
 # ---- views --------------------------------------------------------------------------------------------
@@ -305,11 +320,17 @@ def test_view_detection_is_generic() -> None:
     ], ["rs", "tr"])
     assert view_source(g, g.nodes[0]) == "x"
     assert view_source(g, g.nodes[1]) is None  # a transpose moves bytes
+    # ...unless it only permutes size-1 dims; large shapes take the chunked point-by-point check
+    g2 = build({"x": t(1, 4, 1, 8), "y": t(4097, 1025)}, {"shape": np.array([1025, 4097], np.int64)}, [
+        N("Transpose", ["x"], "tr", perm=[2, 1, 0, 3]), N("Transpose", ["x"], "tr2", perm=[0, 3, 2, 1]),
+        N("Reshape", ["y", "shape"], "big"),
+    ], ["tr", "tr2", "big"])
+    assert [view_source(g2, n) for n in g2.nodes] == ["x", None, "y"]
     if get_compute("Unsqueeze") is not None and get_compute("Flatten") is not None:
-        g2 = build({"x": t(2, 3, 4)}, {"axes": np.array([1], np.int64)}, [
+        g3 = build({"x": t(2, 3, 4)}, {"axes": np.array([1], np.int64)}, [
             N("Unsqueeze", ["x", "axes"], "u"), N("Flatten", ["x"], "f", axis=2),
         ], ["u", "f"])
-        assert view_source(g2, g2.nodes[0]) == "x" and view_source(g2, g2.nodes[1]) == "x"
+        assert view_source(g3, g3.nodes[0]) == "x" and view_source(g3, g3.nodes[1]) == "x"
 
 
 def test_injective_producer_joins_anchor() -> None:
@@ -346,10 +367,22 @@ def test_softmax_absorbs_scale_and_mask() -> None:
     ], ["o"])
     explain: list[str] = []
     groups = partition(g, explain)
-    # the scale joins the first MatMul's epilogue; the mask add joins the softmax
-    assert names(groups) == [["qk", "scaled"], ["masked", "p"], ["o"]]
+    # scale and (broadcast) mask add are same-shape consumers: the MatMul's epilogue
+    assert names(groups) == [["qk", "scaled", "masked"], ["p"], ["o"]]
     assert groups[1].anchor.name == "p"
-    assert any("anchor and reduction" in line for line in explain)
+    assert "not fused: Add 'masked' -> Softmax 'p': anchor and reduction in one group " \
+        "(MatMul 'qk' and Softmax 'p')" in explain
+
+
+def test_softmax_absorbs_elementwise_producers_and_consumers() -> None:
+    need("Softmax", "Mul", "Exp")
+    g = build({"x": t(2, 4, 8), "mask": t(2, 1, 8)}, {"s": np.float32(0.5)}, [
+        N("Mul", ["x", "s"], "scaled"), N("Add", ["scaled", "mask"], "masked"),
+        N("Softmax", ["masked"], "p", axis=-1), N("Exp", ["p"], "e"),
+    ], ["e"])
+    groups = partition(g)
+    assert names(groups) == [["scaled", "masked", "p", "e"]]
+    assert groups[0].anchor.name == "p" and groups[0].inputs == ["x", "s", "mask"]
     check_partition_invariants(g, groups)
 
 
@@ -383,6 +416,10 @@ def test_explain_env_var_logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.Lo
 # ---- zoo models ---------------------------------------------------------------------------------------
 
 
+def _fused_with(groups: list[FusionGroup], op: str) -> list[FusionGroup]:
+    return [grp for grp in groups if any(n.op == op for n in grp.nodes)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "bert_base", "gpt2", "vit_b16", "minilm"])
 def test_zoo_model_partition(name: str) -> None:
@@ -404,8 +441,17 @@ def test_zoo_model_partition(name: str) -> None:
     check_partition_invariants(g, groups)
     kernels = [grp for grp in groups if grp.kind == "kernel"]
     anchors = [n for n in g.nodes if get_compute(n.op).pattern == "anchor"]
-    # every anchor is its own kernel and fusion removes most of the remaining nodes
+    # every anchor heads its own kernel; fusion removes a good share of the other nodes
     assert sum(grp.anchor is not None and get_compute(grp.anchor.op).pattern == "anchor" for grp in kernels) \
         == len(anchors)
-    assert len(kernels) < 0.6 * len(g.nodes), (len(kernels), len(g.nodes))
-    assert len(explain) >= len(groups) - 1 - sum(grp.kind == "view" for grp in groups) - 1 or True
+    assert len(kernels) < 0.75 * len(g.nodes), (len(kernels), len(g.nodes))
+    assert all(line.startswith("not fused: ") for line in explain)
+    if name == "resnet50":
+        # every ReLU and residual Add lands in a convolution's epilogue
+        for op in ("Relu", "Add"):
+            assert all(grp.anchor is not None and grp.anchor.op == "Conv" for grp in _fused_with(groups, op))
+        assert len(kernels) == len(anchors) + 2  # + max pool, global mean
+    if name in ("bert_base", "minilm", "gpt2", "vit_b16"):
+        # softmax absorbs its scale / mask producers
+        softmax = _fused_with(groups, "Softmax")
+        assert softmax and all(len(grp.nodes) > 1 and grp.anchor.op == "Softmax" for grp in softmax)
