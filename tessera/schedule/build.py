@@ -228,7 +228,10 @@ class KernelBuilder:
             val = select(axis_val.lt(spec.extents[spec.axis]), val, const(0.0, factor.dtype))
         val = simplify(self._to_buffers(val), ranges)
         stmt: Stmt = Store(buf, tuple(loop_vars), val)
-        for k in range(len(shape) - 1, -1, -1):
+        # loop order (panel, lane, other axes): the lane's index arithmetic (often a div/mod of
+        # a fused axis) is invariant in the inner loops, so the C compiler hoists it
+        order_k = [0, len(shape) - 1, *range(1, len(shape) - 1)]
+        for k in reversed(order_k):
             stmt = For(loop_vars[k], shape[k], "parallel" if k == 0 else "serial", stmt)
         return buf, stmt, load_idx
 
