@@ -155,6 +155,8 @@ def compile_graph(
     for v in g.inputs + g.outputs:
         if not g.types[v].is_static:
             raise CompileError(f"value {v!r} has a data-dependent shape {g.types[v]}; cannot compile statically")
+    if len(set(g.outputs)) != len(g.outputs):
+        raise CompileError(f"model {g.name!r} lists an output more than once: {g.outputs}")
     groups = partition(g, explain_fusion)
 
     # ---- lower every kernel group; views alias their source ----------------------------------
@@ -216,10 +218,10 @@ def compile_graph(
         r = root(v)
         if r in in_index:
             return f"inputs[{in_index[r]}]"
+        if r in w_offset:  # before outputs: a constant that is also an output is copied out of the weights
+            return f"(void*)(weights + {w_offset[r]})"
         if r in out_index:
             return f"outputs[{out_index[r]}]"
-        if r in w_offset:
-            return f"(void*)(weights + {w_offset[r]})"
         return f"(void*)(arena + {plan.offsets[r]})"
 
     # ---- C source: kernels + entry --------------------------------------------------------------
@@ -233,9 +235,9 @@ def compile_graph(
                  for j in range(len(ck.kernel.attrs["packed_constants"]))]
         calls.append(f"  {{ TSR_T0; {ck.kernel.name}({', '.join(args)}); TSR_T1({step}); }}")
     copies = []
-    for k, v in enumerate(g.outputs):  # outputs no kernel writes: inputs, constants, aliases, repeats
+    for k, v in enumerate(g.outputs):  # outputs no kernel writes: inputs, constants, aliases
         r = root(v)
-        if r != v or r in in_index or r in w_offset or g.outputs.index(v) != k:
+        if r != v or r in in_index or r in w_offset:
             nbytes = int(np.prod([int(d) for d in g.types[v].shape], dtype=np.int64)) * g.types[v].dtype.itemsize
             src = loc(r)
             copies.append(f"  memcpy(outputs[{k}], {src}, {nbytes});")
