@@ -1,0 +1,133 @@
+"""Smoke tests of the benchmark harness: peaks, interleaved timing, output checks and tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+torch = pytest.importorskip("torch")
+
+from bench import harness, peers  # noqa: E402
+from bench.harness import measure, point_table, rel_error, summary_table  # noqa: E402
+from bench.peak import fma_peak, numpy_gemm_peak  # noqa: E402
+from bench.peers import Runner, Workload  # noqa: E402
+
+
+def _render(table: object) -> str:
+    console = Console(record=True, width=250, color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Workload:
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10)
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    w = Workload("tiny", 2, module, (x,), ["x"], path)
+    w.flops = harness.torch_flops(module, (x,))
+    w.flops_source = "torch FlopCounterMode"
+    return w
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_fma_peak_is_plausible() -> None:
+    res = fma_peak(threads=2, iters=2_000_000, reps=2)
+    assert res.error is None, res.error
+    # Any x86-64 core with SIMD FMA/mul-add does far more than 10 GFLOP/s with 2 threads,
+    # and nothing this class of machine does over 10 TFLOP/s of f32.
+    assert 10.0 < res.gflops < 10_000.0
+
+
+def test_numpy_gemm_rate_is_plausible() -> None:
+    res = numpy_gemm_peak(threads=2, n=512, reps=2)
+    assert 1.0 < res.gflops < 10_000.0
+
+
+def test_rel_error() -> None:
+    want = [np.array([1.0, -4.0, 2.0], np.float32)]
+    assert rel_error([np.array([1.0, -4.0, 2.0])], want) == 0.0
+    assert rel_error([np.array([1.0, -4.0, 2.4])], want) == pytest.approx(0.1)
+    assert rel_error([np.zeros(2)], want) == float("inf")  # shape mismatch
+    assert rel_error([], want) == float("inf")  # output count mismatch
+
+
+def test_flop_count_of_tiny_model(tiny: Workload) -> None:
+    conv = 2 * (2 * 8 * 8 * 8) * (3 * 3 * 3)  # 2 * output elements * MACs per element
+    linear = 2 * 2 * (8 * 8 * 8) * 10
+    assert tiny.flops == conv + linear
+
+
+def test_interleaved_measure_and_tables(tiny: Workload) -> None:
+    systems = ["PyTorch eager", "ONNX Runtime", "OpenVINO", "Tessera"]
+    results = measure(tiny, systems, threads=2, reps=3, warmup=1)
+    by = {r.system: r for r in results}
+    assert len(by["PyTorch eager"].times_ms) == 3 and by["PyTorch eager"].rel_err == 0.0
+    ort = by["ONNX Runtime"]
+    assert len(ort.times_ms) == 3 and all(t > 0 for t in ort.times_ms)
+    assert ort.rel_err is not None and ort.rel_err < 1e-5
+    ov = by["OpenVINO"]
+    if ov.status == "ok":
+        assert len(ov.times_ms) == 3 and ov.rel_err < 1e-4
+    else:
+        assert ov.status == "skipped" and "openvino" in ov.note
+    tess = by["Tessera"]
+    assert tess.status in ("ok", "skipped", "error")
+    if tess.status != "ok":
+        assert tess.note and not tess.times_ms  # n/a with the reason, never a fake timing
+
+    point = harness.PointResult("tiny", 2, tiny.flops, tiny.flops_source, results)
+    text = _render(point_table(point, 100.0, 50.0))
+    for name in systems:
+        assert name in text
+    assert "× fastest peer" in text and "% FMA peak" in text and "✓" in text
+    summary = _render(summary_table([point]))
+    assert "tiny" in summary and point.fastest_peer().system in summary
+
+
+def test_mismatch_and_failures_are_reported(tiny: Workload, monkeypatch: pytest.MonkeyPatch) -> None:
+    def wrong(w: Workload, threads: int) -> Runner:
+        return Runner(lambda: [np.zeros((2, 10), np.float32)], lambda r: r, 0.0)
+
+    def broken_compile(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("inductor exploded\nsecond line")
+
+    monkeypatch.setitem(peers.SYSTEMS, "wrong", wrong)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    results = measure(tiny, ["PyTorch eager", "wrong", "torch.compile"], threads=2, reps=2, warmup=1)
+    by = {r.system: r for r in results}
+    assert by["wrong"].mismatch and len(by["wrong"].times_ms) == 2
+    assert by["torch.compile"].status == "error"
+    assert by["torch.compile"].note == "RuntimeError: inductor exploded"
+    text = _render(point_table(harness.PointResult("tiny", 2, tiny.flops, "", results), None, None))
+    assert "MISMATCH" in text and "inductor exploded" in text
+
+
+@pytest.mark.slow
+def test_end_to_end_mobilenet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.run import main
+
+    out = tmp_path / "out.json"
+    assert main(["--models", "mobilenet_v2", "--batches", "1", "--reps", "1", "--warmup", "1",
+                 "--systems", "eager,ort,tessera", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mobilenet_v2" in text and "Summary" in text and "FMA peak" in text
+    doc = json.loads(out.read_text())
+    assert doc["fma_peak"]["gflops"] is None or doc["fma_peak"]["gflops"] > 10
+    (point,) = doc["results"]
+    ort = next(s for s in point["systems"] if s["system"] == "ONNX Runtime")
+    assert ort["median_ms"] > 0 and ort["max_rel_err"] < 1e-3
+    assert point["flops"] > 1e8  # MobileNetV2 is ~0.3 GMAC
