@@ -42,6 +42,7 @@ class TileChoice:
 
 VECTOR_DTYPES = ("f32",)
 MIN_TILED_REDUCTION = 8  # reduction length below which register tiling does not pay
+PACK_MIN_REUSE = 32  # tile rows that must re-read a contiguous activation panel to pay for packing it
 
 
 def default_schedule(stage: Stage, target: TargetInfo, constants: frozenset[Any] = frozenset()) -> list[Step]:
@@ -214,6 +215,9 @@ def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any]
             break
     m_extent = nest.loop(m).extent if m else 1
     tile = _choose_tile(m_extent, v_extent, lanes, target.vector_registers, padded_ok=True)
+    exact = _choose_tile(m_extent, v_extent, lanes, target.vector_registers, padded_ok=False)
+    if not non_contig and exact.mr * exact.nv >= 0.75 * tile.mr * tile.nv and v_extent % (exact.nv * lanes) == 0:
+        tile = exact  # no padding needed: contiguous operands can be used in place
     nr = tile.nv * lanes
     padded = -(-v_extent // nr) * nr
     rows = 1
@@ -224,7 +228,7 @@ def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any]
     for k in v_dependent:
         # panels: a constant operand is re-laid out for free at compile time; an activation is
         # worth copying when its panels are re-read by enough rows of the tile
-        if padded != v_extent or _is_constant(factors[k], constants) or rows >= 4 * tile.mr:
+        if padded != v_extent or _is_constant(factors[k], constants) or rows >= PACK_MIN_REUSE * tile.mr:
             to_pack.add(k)
     for k in sorted(to_pack):
         do(Step("pack", (k, v, padded, nr)))
