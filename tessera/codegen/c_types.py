@@ -158,4 +158,15 @@ def prelude() -> str:
     """Includes, vector typedefs and scalar helpers shared by all kernels of a module."""
     head = ["#include <stddef.h>", "#include <stdint.h>", "#include <stdlib.h>", "#include <string.h>",
             "#include <math.h>", "#ifdef _OPENMP", "#include <omp.h>", "#endif", ""]
-    return "\n".join([*head, *_vector_typedefs(), _HELPERS])
+    return "\n".join([*head, _SIMD_MATH, *_vector_typedefs(), _HELPERS])
+
+
+# glibc's libmvec provides vector variants of these (x86-64); declaring them lets GCC vectorize
+# loops that call them (``#pragma omp simd``) without -ffast-math, i.e. keeping IEEE semantics
+# for everything else. Targets link -lmvec (see their descriptions).
+_SIMD_MATH = "\n".join([
+    "#if defined(__x86_64__) && defined(__GLIBC__) && defined(TSR_LIBMVEC)",
+    *[f"#pragma omp declare simd notinbranch\nextern float {fn}(float);" for fn in
+      ("expf", "logf", "erff", "tanhf", "sinf", "cosf", "expm1f", "log1pf")],
+    "#endif",
+])
