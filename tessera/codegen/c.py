@@ -24,8 +24,8 @@ from contextlib import contextmanager
 
 from tessera.codegen.c_expr import ScalarExprs
 from tessera.codegen.c_types import WIDTH, c_type, check_ident, prelude, vector_ok
-from tessera.codegen.c_vector import NotPromotable, NoVec, Promo, VectorExprs, linear_coeff, loads_in
-from tessera.loop.expr import Const, Expr, Load, Var, const, simplify, substitute
+from tessera.codegen.c_vector import NotPromotable, NoVec, Promo, VectorExprs, linear_coeff
+from tessera.loop.expr import Const, Expr, Load, Var, const, loads_in, simplify, substitute
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
 
 __all__ = ["render_kernel", "render_module", "c_type"]

@@ -22,8 +22,8 @@ from tessera.loop.expr import (
     Select,
     Var,
     bounds,
-    children,
     free_vars,
+    loads_in,
     simplify,
     substitute,
 )
@@ -81,19 +81,6 @@ def linear_coeff(e: Expr, v: str) -> int | None:
                     c = linear_coeff(x, v)
                     return None if c is None else c * int(y.value)
     return None
-
-
-def loads_in(e: Expr) -> list[Load]:
-    out: list[Load] = []
-
-    def visit(x: Expr) -> None:
-        if isinstance(x, Load):
-            out.append(x)
-        for k in children(x):
-            visit(k)
-
-    visit(e)
-    return out
 
 
 @dataclass

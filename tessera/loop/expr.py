@@ -310,6 +310,20 @@ def substitute(e: Expr, env: Mapping[str, Expr]) -> Expr:
     return transform(e, lambda x: env.get(x.name) if isinstance(x, Var) else None)
 
 
+def loads_in(e: Expr) -> list[Load]:
+    """Every Load in ``e`` (pre-order)."""
+    out: list[Load] = []
+
+    def visit(x: Expr) -> None:
+        if isinstance(x, Load):
+            out.append(x)
+        for k in children(x):
+            visit(k)
+
+    visit(e)
+    return out
+
+
 def free_vars(e: Expr) -> set[str]:
     out: set[str] = set()
 

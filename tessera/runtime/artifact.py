@@ -17,9 +17,10 @@ from typing import IO
 
 import numpy as np
 
-from tessera.runtime.cache import atomic_path, cache_dir, cached_library, sha256_hex
+from tessera.runtime.cache import cache_dir, cached_library, sha256_hex
 from tessera.runtime.compiled_model import CompiledModel, aligned_empty
 from tessera.runtime.program import ArtifactError, Manifest, check_host_compatible
+from tessera.utils import atomic_output
 
 __all__ = ["save_artifact", "load_artifact", "read_manifest", "cache_dir", "MANIFEST", "LIBRARY", "WEIGHTS"]
 
@@ -44,7 +45,7 @@ def save_artifact(model: CompiledModel, path: str | os.PathLike[str]) -> Path:
     manifest = Manifest.from_dict(model.manifest.to_dict())
     manifest.library_sha256 = sha256_hex(library)
     manifest.weights_sha256 = sha256_hex(weights)
-    with atomic_path(path) as tmp:
+    with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             with zipfile.ZipFile(f, "w") as zf:
                 zf.writestr(MANIFEST, manifest.to_json(), compress_type=zipfile.ZIP_DEFLATED)

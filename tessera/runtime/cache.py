@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tessera.runtime.program import ArtifactError
+from tessera.utils import atomic_output
 
-__all__ = ["cache_dir", "atomic_path", "sha256_hex", "cached_library"]
+__all__ = ["cache_dir", "sha256_hex", "cached_library"]
 
 
 def cache_dir() -> Path:
@@ -20,20 +18,6 @@ def cache_dir() -> Path:
     root = os.environ.get("TESSERA_CACHE_DIR")
     base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tessera"
     return base / "artifacts"
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it only if the body succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
@@ -49,7 +33,7 @@ def cached_library(library: bytes, sha: str | None = None) -> Path:
     try:
         if target.is_file() and sha256_hex(target.read_bytes()) == sha:
             return target
-        with atomic_path(target) as tmp:
+        with atomic_output(target) as tmp:
             tmp.write_bytes(library)
             os.chmod(tmp, 0o755)
     except OSError as e:

@@ -16,6 +16,7 @@ from tessera.loop.expr import (
     binop,
     const,
     free_vars,
+    loads_in,
     logical_and,
     select,
     simplify,
@@ -201,7 +202,7 @@ class KernelBuilder:
         vr = {lp.name: (0, lp.extent - 1) for lp in nest.loops}
         load_idx = (simplify(v // tile, vr), *(nest.final_expr(n, spec.sub_index) for n in others),
                     simplify(v % tile, vr))
-        tensors = {ld.tensor for ld in _all_loads(f)}
+        tensors = {ld.tensor for ld in loads_in(f)}
         if tensors and all(isinstance(t, Tensor) and t in self.constants for t in tensors):
             import numpy as np
 
@@ -234,15 +235,6 @@ class KernelBuilder:
         for k in reversed(order_k):
             stmt = For(loop_vars[k], shape[k], "parallel" if k == 0 else "serial", stmt)
         return buf, stmt, load_idx
-
-
-def _all_loads(e: Expr) -> list[Load]:
-    from tessera.loop.expr import children
-
-    out: list[Load] = [e] if isinstance(e, Load) else []
-    for c in children(e):
-        out.extend(_all_loads(c))
-    return out
 
 
 def _uses_axis(e: Expr, axis: str) -> bool:

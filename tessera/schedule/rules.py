@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tessera.loop.expr import Expr, Load, Var, free_vars, stride_along, substitute
+from tessera.loop.expr import Expr, Load, Var, free_vars, loads_in, stride_along, substitute
 from tessera.loop.stages import Stage
 from tessera.schedule.build import product_factors, stage_nest
 from tessera.schedule.primitives import LoopNest, Step, replay
@@ -132,25 +132,10 @@ def _address(load: Load) -> Expr:
     return addr
 
 
-def _loads(e: Expr) -> list[Load]:
-    from tessera.loop.expr import children
-
-    out: list[Load] = []
-
-    def visit(x: Expr) -> None:
-        if isinstance(x, Load):
-            out.append(x)
-        for c in children(x):
-            visit(c)
-
-    visit(e)
-    return out
-
-
 def _contiguous(factor: Expr, var: str, env: dict[str, Expr]) -> bool:
     """Every load in ``factor`` that depends on ``var`` moves by exactly one element per step
     of ``var``, and ``factor`` is a plain load (no selects/arith that would need a gather)."""
-    loads = [ld for ld in _loads(factor) if var in free_vars(substitute(_address(ld), env))]
+    loads = [ld for ld in loads_in(factor) if var in free_vars(substitute(_address(ld), env))]
     if not loads:
         return True
     if not isinstance(factor, Load):
@@ -256,7 +241,7 @@ def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any]
 
 
 def _is_constant(factor: Expr, constants: frozenset[Any]) -> bool:
-    loads = _loads(factor)
+    loads = loads_in(factor)
     return bool(loads) and all(ld.tensor in constants for ld in loads)
 
 
