@@ -226,7 +226,13 @@ def compile_graph(
 
     # ---- C source: kernels + entry --------------------------------------------------------------
     lanes = {dt: tgt.lanes(dt) for dt in ("f32", "f64", "i32", "i64", "i8", "u8")}
-    rendered = [render_kernel(ck.kernel, lanes) for ck in kernels]
+    rendered = []
+    for ck in kernels:
+        try:
+            rendered.append(render_kernel(ck.kernel, lanes))
+        except NotImplementedError as e:
+            ops = ", ".join(f"{n.op} {n.name!r}" for n in ck.group.nodes)
+            raise CompileError(f"kernel {ck.kernel.name} ({ops}): {e}") from e
     calls = []
     for step, ck in enumerate(kernels):
         args = [loc(a) for a in ck.args]

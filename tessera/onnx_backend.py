@@ -1,9 +1,14 @@
 """Tessera as an ONNX backend (``onnx.backend.base.Backend``).
 
 ``TesseraBackend.prepare(model)`` imports the model with the ONNX frontend and returns a
-:class:`TesseraRep` that runs it. Execution modes are pluggable: ``mode="reference"`` (the
-default and, for now, the only one) runs the registry's NumPy reference implementations; a
-compiled mode can be added to ``_EXECUTORS`` without changing the backend interface.
+:class:`TesseraRep` that runs it. Execution modes (``_EXECUTORS``):
+
+- ``mode="reference"`` (default): the registry's NumPy reference implementations;
+- ``mode="compiled"``: the CPU compiler (``tessera.compiler.compile``, target "host"). The
+  backend interface gives no input shapes, so the graph is compiled on the first ``run`` for
+  the shapes of the actual inputs, and once per distinct shape signature after that. A model
+  the compiler cannot handle raises its ``CompileError``: there is no fallback to the
+  reference executor.
 """
 
 from __future__ import annotations
@@ -19,11 +24,39 @@ from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupl
 from tessera.frontend.onnx_importer import import_onnx
 from tessera.graph.ir import Graph
 from tessera.graph.reference import run_reference
+from tessera.graph.signature import bind_inputs
 
 Executor = Callable[[Graph, "Sequence[np.ndarray] | Mapping[str, np.ndarray]"], dict[str, np.ndarray]]
 
+
+class CompiledExecutor:
+    """Runs ``graph`` through the CPU compiler, compiling lazily per input shape signature."""
+
+    def __init__(self, graph: Graph, target: str = "host", num_threads: int | None = None) -> None:
+        self.graph = graph
+        self.target = target
+        self.num_threads = num_threads
+        self.models: dict[tuple[tuple[int, ...], ...], Any] = {}  # shape signature -> CompiledModel
+
+    def __call__(self, graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from tessera.compiler import compile as compile_model
+
+        if graph is not self.graph:
+            raise ValueError(f"this executor compiles graph {self.graph.name!r}, got {graph.name!r}")
+        feeds, _ = bind_inputs(graph, inputs)  # count, dtype and declared-shape checks, as the reference
+        arrays = [feeds[n] for n in graph.inputs]
+        key = tuple(a.shape for a in arrays)
+        model = self.models.get(key)
+        if model is None:
+            shapes = {n: a.shape for n, a in zip(graph.inputs, arrays, strict=True)}
+            model = compile_model(graph, self.target, input_shapes=shapes, num_threads=self.num_threads)
+            self.models[key] = model
+        return dict(zip(graph.outputs, model(*arrays), strict=True))
+
+
 _EXECUTORS: dict[str, Callable[[Graph], Executor]] = {
     "reference": lambda _g: run_reference,
+    "compiled": CompiledExecutor,
 }
 MODES = tuple(_EXECUTORS)
 
@@ -36,7 +69,7 @@ class TesseraRep(BackendRep):
             raise ValueError(f"unknown execution mode {mode!r} (available: {', '.join(MODES)})")
         self.graph = graph
         self.mode = mode
-        self._execute = _EXECUTORS[mode](graph)
+        self.executor = _EXECUTORS[mode](graph)
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Run on ``inputs`` (one array, a sequence in input order, or a dict by name)."""
@@ -44,13 +77,13 @@ class TesseraRep(BackendRep):
             inputs = [inputs]
         elif not isinstance(inputs, Mapping):
             inputs = list(inputs)
-        outs = self._execute(self.graph, inputs)
+        outs = self.executor(self.graph, inputs)
         names = self.graph.outputs
         return namedtupledict("Outputs", names)(*[outs[n] for n in names])
 
 
 class TesseraBackend(Backend):
-    """ONNX backend interface over Tessera (CPU, reference executor)."""
+    """ONNX backend interface over Tessera (CPU; reference or compiled execution)."""
 
     @classmethod
     def is_compatible(cls, model: ModelProto, device: str = "CPU", **kwargs: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Conformance summary: pass / fail / expected-failure counts for node and model tests."""
+"""Conformance summary: pass / fail / expected-failure counts per execution mode for node
+and model tests."""
 
 from __future__ import annotations
 
@@ -6,21 +7,23 @@ from collections import Counter
 
 import pytest
 
-_COUNTS: dict[str, Counter[str]] = {"node": Counter(), "model": Counter()}
+_COUNTS: dict[tuple[str, str], Counter[str]] = {}
 _XPASSED: list[str] = []
 
 
-def _category(nodeid: str) -> str | None:
-    if "test_onnx_backend.py::test_node[" in nodeid:
-        return "node"
-    if "test_onnx_backend.py::test_model[" in nodeid:
-        return "model"
+def _category(nodeid: str) -> tuple[str, str] | None:
+    """(``node``|``model``, mode) of a conformance test id such as ``test_node[compiled-test_add]``."""
+    for cat in ("node", "model"):
+        prefix = f"test_onnx_backend.py::test_{cat}["
+        if prefix in nodeid:
+            param = nodeid.split(prefix, 1)[1]
+            return cat, param.split("-", 1)[0]
     return None
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    cat = _category(report.nodeid)
-    if cat is None:
+    key = _category(report.nodeid)
+    if key is None:
         return
     if report.when == "call" or (report.when == "setup" and not report.passed):
         if hasattr(report, "wasxfail"):
@@ -31,7 +34,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             outcome = report.outcome
         if report.when == "setup" and report.skipped and outcome == "skipped":
             outcome = "skipped"
-        _COUNTS[cat][outcome] += 1
+        _COUNTS.setdefault(key, Counter())[outcome] += 1
         if outcome == "unexpectedly passed":
             _XPASSED.append(report.nodeid.split("[", 1)[1].rstrip("]"))
 
@@ -42,10 +45,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tr = terminalreporter
     tr.section("ONNX conformance summary")
     order = ("passed", "failed", "expected failure", "unexpectedly passed", "skipped")
-    for cat, counts in _COUNTS.items():
-        if counts:
-            parts = ", ".join(f"{counts[k]} {k}" for k in order if counts[k])
-            tr.write_line(f"{cat} tests: {sum(counts.values())} run: {parts}")
+    for cat, mode in sorted(_COUNTS, key=lambda k: (k[0] != "node", k[1] != "reference", k[1])):
+        counts = _COUNTS[(cat, mode)]
+        parts = ", ".join(f"{counts[k]} {k}" for k in order if counts[k])
+        tr.write_line(f"{cat} tests, {mode} mode: {sum(counts.values())} run: {parts}")
     if _XPASSED:
-        tr.write_line("listed as expected failures but passed (update expected_failures.py): "
+        tr.write_line("listed as expected failures but passed (update expected_failures*.py): "
                       + ", ".join(sorted(_XPASSED)))

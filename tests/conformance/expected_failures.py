@@ -1,4 +1,5 @@
-"""ONNX conformance cases Tessera is expected to fail, each group with its reason.
+"""ONNX conformance cases Tessera is expected to fail in every execution mode, each group with
+its reason (``expected_failures_compiled.py`` adds the compiled mode's own limits).
 
 Only things outside Tessera's scope belong here (operators outside the model-relevant set,
 control flow, strings, sequences, optional values, training, randomness, sub-byte and float8

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from tessera.errors import InputCountError, UnsupportedOperatorError
-from tessera.onnx_backend import MODES, TesseraBackend, TesseraRep
+from tessera.errors import CompileError, InputCountError, InputShapeError, UnsupportedOperatorError
+from tessera.onnx_backend import MODES, CompiledExecutor, TesseraBackend, TesseraRep
 
 
 def _gemm_model():
@@ -23,7 +23,7 @@ def _gemm_model():
 
 def test_prepare_and_run() -> None:
     rep = TesseraBackend.prepare(_gemm_model(), "CPU")
-    assert isinstance(rep, TesseraRep) and rep.mode == "reference" and MODES == ("reference",)
+    assert isinstance(rep, TesseraRep) and rep.mode == "reference" and MODES == ("reference", "compiled")
     rng = np.random.default_rng(0)
     a = rng.standard_normal((5, 3)).astype(np.float32)
     b = rng.standard_normal((4, 3)).astype(np.float32)
@@ -61,3 +61,31 @@ def test_unsupported_model_raises() -> None:
     node = helper.make_node("NoSuchOp", ["x"], ["y"])
     with pytest.raises(UnsupportedOperatorError, match="NoSuchOp"):
         TesseraBackend.run_node(node, [np.zeros(2, np.float32)])
+
+
+def test_compiled_mode_compiles_per_shape_signature() -> None:
+    rep = TesseraBackend.prepare(_gemm_model(), "CPU", mode="compiled")
+    assert rep.mode == "compiled" and isinstance(rep.executor, CompiledExecutor)
+    assert rep.executor.models == {}  # nothing is compiled before the first run
+    rng = np.random.default_rng(1)
+    b = rng.standard_normal((4, 3)).astype(np.float32)
+    for n in (5, 2, 5):
+        a = rng.standard_normal((n, 3)).astype(np.float32)
+        out = rep.run({"a": a, "b": b})
+        np.testing.assert_allclose(out.c, 2.0 * a @ b.T, rtol=1e-5, atol=1e-5)
+    models = rep.executor.models
+    assert sorted(models) == [((2, 3), (4, 3)), ((5, 3), (4, 3))]  # n=5 compiled once, reused
+    assert models[((2, 3), (4, 3))].input_specs[0].shape == (2, 3)  # compiled for the static shape
+    with pytest.raises(InputShapeError):  # the declared signature is still checked
+        rep.run([a, np.zeros((4, 2), np.float32)])
+
+
+def test_compiled_mode_has_no_reference_fallback() -> None:
+    # NonZero's output shape depends on the input values: the reference executor runs it,
+    # the compiled mode must report the compiler's error rather than fall back.
+    node = helper.make_node("NonZero", ["x"], ["y"])
+    x = np.array([[1.0, 0.0], [0.0, 3.0]], np.float32)
+    (ref,) = TesseraBackend.run_node(node, [x])
+    np.testing.assert_array_equal(ref, np.array(np.nonzero(x)))
+    with pytest.raises(CompileError, match="data-dependent shape"):
+        TesseraBackend.run_node(node, [x], mode="compiled")
