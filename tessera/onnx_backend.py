@@ -30,28 +30,40 @@ Executor = Callable[[Graph, "Sequence[np.ndarray] | Mapping[str, np.ndarray]"], 
 
 
 class CompiledExecutor:
-    """Runs ``graph`` through the CPU compiler, compiling lazily per input shape signature."""
+    """Runs ``graph`` through the CPU compiler, compiling lazily per input signature.
+
+    Small integer inputs (at most ``VALUE_SPECIALIZE_LIMIT`` elements: shapes, axes, sizes that
+    ONNX passes as tensors) are specialized on their values, like static shapes are: they
+    become constants of the compiled graph, and the signature includes their values."""
+
+    VALUE_SPECIALIZE_LIMIT = 64
 
     def __init__(self, graph: Graph, target: str = "host", num_threads: int | None = None) -> None:
         self.graph = graph
         self.target = target
         self.num_threads = num_threads
-        self.models: dict[tuple[tuple[int, ...], ...], Any] = {}  # shape signature -> CompiledModel
+        self.models: dict[tuple[Any, ...], tuple[Any, list[str]]] = {}  # signature -> (model, its inputs)
+
+    def _is_value_input(self, a: np.ndarray) -> bool:
+        return a.dtype.kind in "iu" and a.size <= self.VALUE_SPECIALIZE_LIMIT
 
     def __call__(self, graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from tessera.compiler import compile as compile_model
+        from tessera.graph.specialize import bind_constant_inputs
 
         if graph is not self.graph:
             raise ValueError(f"this executor compiles graph {self.graph.name!r}, got {graph.name!r}")
         feeds, _ = bind_inputs(graph, inputs)  # count, dtype and declared-shape checks, as the reference
-        arrays = [feeds[n] for n in graph.inputs]
-        key = tuple(a.shape for a in arrays)
-        model = self.models.get(key)
-        if model is None:
-            shapes = {n: a.shape for n, a in zip(graph.inputs, arrays, strict=True)}
-            model = compile_model(graph, self.target, input_shapes=shapes, num_threads=self.num_threads)
-            self.models[key] = model
-        return dict(zip(graph.outputs, model(*arrays), strict=True))
+        values = {n: a for n, a in feeds.items() if self._is_value_input(a)}
+        key = tuple((n, a.shape, a.tobytes() if n in values else None) for n, a in feeds.items())
+        entry = self.models.get(key)
+        if entry is None:
+            g = bind_constant_inputs(graph, values) if values else graph
+            shapes = {n: feeds[n].shape for n in g.inputs}
+            entry = (compile_model(g, self.target, input_shapes=shapes, num_threads=self.num_threads), list(g.inputs))
+            self.models[key] = entry
+        model, names = entry
+        return dict(zip(graph.outputs, model(*[feeds[n] for n in names]), strict=True))
 
 
 _EXECUTORS: dict[str, Callable[[Graph], Executor]] = {

@@ -46,3 +46,18 @@ def specialize_like(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.nda
     """Specialize ``g`` to the shapes of example ``inputs`` (validated like a real call)."""
     feeds, _ = bind_inputs(g, inputs)
     return specialize(g, {n: v.shape for n, v in feeds.items()})
+
+
+def bind_constant_inputs(g: Graph, values: Mapping[str, np.ndarray]) -> Graph:
+    """A copy of ``g`` where the given inputs are constants with these values (specialization
+    on values, e.g. a shape or axes operand passed as an input), types re-inferred."""
+    out = g.copy()
+    for name, value in values.items():
+        if name not in out.inputs:
+            raise GraphError(f"{name!r} is not an input of {g.name!r}")
+        out.inputs.remove(name)
+        out.add_constant(name, np.asarray(value, dtype=g.types[name].dtype.np))
+    for node in out.nodes:
+        for o in node.outputs:
+            out.types.pop(o, None)
+    return infer_shapes(out)

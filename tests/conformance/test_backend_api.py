@@ -74,10 +74,26 @@ def test_compiled_mode_compiles_per_shape_signature() -> None:
         out = rep.run({"a": a, "b": b})
         np.testing.assert_allclose(out.c, 2.0 * a @ b.T, rtol=1e-5, atol=1e-5)
     models = rep.executor.models
-    assert sorted(models) == [((2, 3), (4, 3)), ((5, 3), (4, 3))]  # n=5 compiled once, reused
-    assert models[((2, 3), (4, 3))].input_specs[0].shape == (2, 3)  # compiled for the static shape
+    sig2 = (("a", (2, 3), None), ("b", (4, 3), None))
+    assert sorted(models) == [sig2, (("a", (5, 3), None), ("b", (4, 3), None))]  # n=5 compiled once, reused
+    assert models[sig2][0].input_specs[0].shape == (2, 3)  # compiled for the static shape
     with pytest.raises(InputShapeError):  # the declared signature is still checked
         rep.run([a, np.zeros((4, 2), np.float32)])
+
+
+def test_compiled_mode_specializes_small_int_inputs_on_values() -> None:
+    # Reshape's shape arrives as an input: compiled per value, like shapes are per shape
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
+    s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "r", [x, s], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    rep = TesseraBackend.prepare(model, "CPU", mode="compiled")
+    data = np.arange(12, dtype=np.float32).reshape(2, 6)
+    for shape in ([3, 4], [4, 3], [3, 4]):
+        (out,) = rep.run([data, np.array(shape, np.int64)])
+        np.testing.assert_array_equal(out, data.reshape(shape))
+    assert len(rep.executor.models) == 2
 
 
 def test_compiled_mode_has_no_reference_fallback() -> None:
