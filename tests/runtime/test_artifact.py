@@ -289,7 +289,8 @@ def test_fresh_virtualenv_with_only_numpy(saved: Path, tmp_path: Path) -> None:
     assert res["absent"] == ["torch", "onnx", "ml_dtypes"]
     assert Path(res["numpy_file"]).is_relative_to(env_dir)
     assert all(
-        m == "tessera" or m == "tessera.errors" or m.startswith("tessera.runtime") for m in res["tessera_modules"]
+        m in ("tessera", "tessera.errors", "tessera.utils") or m.startswith("tessera.runtime")
+        for m in res["tessera_modules"]
     )
     w = np.frombuffer(zipfile.ZipFile(saved).read(WEIGHTS), np.float32)
     np.testing.assert_allclose(np.array(res["sum"], np.float32), X + w[:32].reshape(4, 8) + w[32:40], rtol=1e-6)
