@@ -275,7 +275,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     g = load_model(args.model, args.frontend)
     shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
     explain: list[str] | None = [] if args.explain_fusion else None
-    comp = compile_graph(g, args.target, shapes, args.threads, explain_fusion=explain)
+    comp = compile_graph(g, args.target, shapes, explain_fusion=explain)
     if explain is not None:
         print(f"fusion: {len(explain)} edge(s) left unfused")
         for line in explain:

@@ -135,7 +135,6 @@ def compile_graph(
     g: Graph,
     target: str | CpuTarget = "host",
     input_shapes: Mapping[str, Any] | None = None,
-    num_threads: int | None = None,
     optimize: bool = True,
     explain_fusion: list[str] | None = None,
     profile: bool = False,
@@ -324,7 +323,7 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     t0 = time.perf_counter()
     g, shapes = _load(model, frontend, input_shapes)
     tgt = resolve_target(target)
-    comp = compile_graph(g, tgt, shapes, num_threads, optimize, profile=profile)
+    comp = compile_graph(g, tgt, shapes, optimize, profile=profile)
     if not is_native(tgt):
         raise CompileError(
             f"built {comp.library} for {tgt.name}, which this machine cannot run; "

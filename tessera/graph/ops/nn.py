@@ -576,13 +576,19 @@ register(OpDef("Resize", _resize_infer, _resize_ref, _RESIZE_ATTRS, (1, 4), (1, 
 # ---- DepthToSpace / SpaceToDepth -----------------------------------------------------------
 
 
-def _d2s_infer(ctx: InferContext) -> list[TensorType]:
+def _block_input(ctx: InferContext) -> tuple[TensorType, int]:
+    """The checked input type and blocksize of DepthToSpace / SpaceToDepth."""
     x = ctx.type(0)
     b = ctx.attrs["blocksize"]
     if x.rank != 4 or b < 1:
         raise ctx.error(f"needs a 4-D input and blocksize >= 1, got {_s(x.shape)}, {b}")
     if ctx.attrs["mode"] not in ("DCR", "CRD"):
         raise ctx.error(f"mode must be DCR or CRD, got {ctx.attrs['mode']!r}")
+    return x, b
+
+
+def _d2s_infer(ctx: InferContext) -> list[TensorType]:
+    x, b = _block_input(ctx)
     n, c, h, w = x.shape
     if isinstance(c, int) and c % (b * b):
         raise ctx.error(f"channels {c} not divisible by blocksize^2 = {b * b}")
@@ -602,12 +608,7 @@ def _d2s_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.ndarr
 
 
 def _s2d_infer(ctx: InferContext) -> list[TensorType]:
-    x = ctx.type(0)
-    b = ctx.attrs["blocksize"]
-    if x.rank != 4 or b < 1:
-        raise ctx.error(f"needs a 4-D input and blocksize >= 1, got {_s(x.shape)}, {b}")
-    if ctx.attrs["mode"] not in ("DCR", "CRD"):
-        raise ctx.error(f"mode must be DCR or CRD, got {ctx.attrs['mode']!r}")
+    x, b = _block_input(ctx)
     n, c, h, w = x.shape
     for d in (h, w):
         if isinstance(d, int) and d % b:
