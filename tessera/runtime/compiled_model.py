@@ -5,14 +5,13 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tessera.errors import InputCountError, InputDtypeError, InputShapeError
 from tessera.runtime.cache import cached_library, sha256_hex
+from tessera.runtime.inputs import bind_inputs, check_input
 from tessera.runtime.program import (
     ArtifactError,
     ExecutionError,
@@ -61,10 +60,6 @@ def default_num_threads() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
-
-
-def _shape_str(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 class CompiledModel:
@@ -170,44 +165,9 @@ class CompiledModel:
             self._num_threads = int(n)
 
     # -- running ------------------------------------------------------------------------------
-    def _bind(self, args: tuple[Any, ...]) -> list[Any]:
-        specs = self.manifest.inputs
-        if len(args) == 1 and isinstance(args[0], Mapping):
-            given = args[0]
-            names = self.input_names
-            missing = [n for n in names if n not in given]
-            unknown = [str(k) for k in given if k not in names]
-            if missing or unknown:
-                parts = []
-                if missing:
-                    parts.append(f"missing {', '.join(missing)}")
-                if unknown:
-                    parts.append(f"unknown {', '.join(unknown)}")
-                raise InputCountError(f"model {self.name!r} takes inputs ({', '.join(names)}): {'; '.join(parts)}")
-            return [given[n] for n in names]
-        if len(args) != len(specs):
-            raise InputCountError(
-                f"model {self.name!r} takes {len(specs)} input(s) ({', '.join(self.input_names)}), got {len(args)}"
-            )
-        return list(args)
-
     @staticmethod
     def _check_input(spec: TensorSpec, value: Any) -> np.ndarray:
-        if isinstance(value, np.ndarray):
-            arr = value
-        else:
-            try:
-                arr = np.asarray(value)
-            except (TypeError, ValueError) as e:
-                raise InputDtypeError(f"input {spec.name!r}: cannot convert {type(value).__name__} to an array") from e
-            if arr.dtype != spec.np_dtype and np.can_cast(arr.dtype, spec.np_dtype, "same_kind"):
-                arr = arr.astype(spec.np_dtype)
-        if arr.dtype != spec.np_dtype:
-            raise InputDtypeError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {arr.dtype}")
-        if arr.shape != spec.shape:
-            raise InputShapeError(
-                f"input {spec.name!r}: expected shape {_shape_str(spec.shape)}, got {_shape_str(arr.shape)}"
-            )
+        arr = check_input(spec, value)
         if arr.flags.c_contiguous and arr.ctypes.data % ALIGNMENT == 0:
             return arr
         out = _aligned_like(spec)
@@ -216,7 +176,7 @@ class CompiledModel:
 
     def __call__(self, *args: Any) -> list[np.ndarray]:
         """Run the model; inputs positionally or as one mapping by input name."""
-        values = self._bind(args)
+        values = bind_inputs(self.name, self.manifest.inputs, args)
         arrays = [self._check_input(s, v) for s, v in zip(self.manifest.inputs, values, strict=True)]
         outputs = [_aligned_like(s) for s in self.manifest.outputs]
         in_ptrs = (ctypes.c_void_p * max(len(arrays), 1))(*[a.ctypes.data for a in arrays])

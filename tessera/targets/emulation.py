@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tessera.errors import InputCountError, InputDtypeError, InputShapeError
+from tessera.runtime.inputs import bind_inputs, check_input
 from tessera.runtime.program import ExecutionError
 from tessera.targets.target import CpuTarget, load_target
 from tessera.targets.toolchain import build_executable, run_executable
@@ -150,33 +149,11 @@ class EmulatedModel:
     def output_names(self) -> list[str]:
         return [s.name for s in self.manifest.outputs]
 
-    def _bind(self, args: tuple[Any, ...]) -> list[Any]:
-        names = self.input_names
-        if len(args) == 1 and isinstance(args[0], Mapping):
-            given = args[0]
-            if set(given) != set(names):
-                raise InputCountError(f"model {self.manifest.model_name!r} takes inputs ({', '.join(names)}), "
-                                      f"got ({', '.join(map(str, given))})")
-            return [given[n] for n in names]
-        if len(args) != len(names):
-            raise InputCountError(f"model {self.manifest.model_name!r} takes {len(names)} input(s) "
-                                  f"({', '.join(names)}), got {len(args)}")
-        return list(args)
-
-    @staticmethod
-    def _check(spec: TensorSpec, value: Any) -> np.ndarray:
-        arr = np.asarray(value)
-        if arr.dtype != spec.np_dtype:
-            if isinstance(value, np.ndarray) or not np.can_cast(arr.dtype, spec.np_dtype, "same_kind"):
-                raise InputDtypeError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {arr.dtype}")
-            arr = arr.astype(spec.np_dtype)
-        if arr.shape != spec.shape:
-            raise InputShapeError(f"input {spec.name!r}: expected shape {spec.shape}, got {arr.shape}")
-        return np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
-
     def __call__(self, *args: Any) -> list[np.ndarray]:
         """Run the model once in a fresh process; returns the outputs in manifest order."""
-        arrays = [self._check(s, v) for s, v in zip(self.manifest.inputs, self._bind(args), strict=True)]
+        values = bind_inputs(self.manifest.model_name, self.manifest.inputs, args)
+        arrays = [np.ascontiguousarray(check_input(s, v)).astype(s.np_dtype.newbyteorder("<"), copy=False)
+                  for s, v in zip(self.manifest.inputs, values, strict=True)]
         with tempfile.TemporaryDirectory(prefix="call_", dir=self._dir.name) as tmp:
             d = Path(tmp)
             argv: list[str] = [str(self.num_threads), str(self._weights_path), str(self.weights.nbytes),
