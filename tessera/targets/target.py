@@ -38,6 +38,7 @@ from typing import Any
 from tessera.errors import TesseraError
 
 DESCRIPTIONS_DIR = Path(__file__).parent / "descriptions"
+NPU_FILE_PREFIX = "npu-"  # NPU descriptions share the folder; tessera.npu.hw loads them
 ARCHES = ("x86_64", "aarch64")
 DTYPE_BITS = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16, "i64": 64, "i32": 32, "i16": 16, "i8": 8,
               "u64": 64, "u32": 32, "u16": 16, "u8": 8}
@@ -297,8 +298,8 @@ def parse_target(data: dict[str, Any], source: str) -> CpuTarget:
 # --- loading ----------------------------------------------------------------------------------------
 
 def list_targets() -> list[str]:
-    """Names of the built-in target descriptions."""
-    return sorted(p.stem for p in DESCRIPTIONS_DIR.glob("*.toml"))
+    """Names of the built-in CPU target descriptions (``npu-*.toml`` files are NPU descriptions: tessera.npu)."""
+    return sorted(p.stem for p in DESCRIPTIONS_DIR.glob("*.toml") if not p.stem.startswith(NPU_FILE_PREFIX))
 
 
 def load_target(name_or_path: str | os.PathLike[str] | CpuTarget) -> CpuTarget:
@@ -313,7 +314,7 @@ def load_target(name_or_path: str | os.PathLike[str] | CpuTarget) -> CpuTarget:
     path = Path(text)
     if path.suffix != ".toml" and os.sep not in text:
         path = DESCRIPTIONS_DIR / f"{text}.toml"
-        if not path.is_file():
+        if not path.is_file() or text.startswith(NPU_FILE_PREFIX):
             raise TargetError(f"unknown target {text!r}; built-in targets: {', '.join(list_targets())}, "
                               "'host', or a path to a .toml description")
     return _load_file(str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
