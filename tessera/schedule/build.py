@@ -179,14 +179,35 @@ class KernelBuilder:
         self._local += 1
         acc = Buffer(f"acc{self._local}", tuple(lp.extent for lp in tile) or (1,), red.dtype, "local")
         tidx: tuple[Expr, ...] = tuple(Var(lp.name) for lp in tile) or (const(0),)
-        init = _nest(tile, Store(acc, tidx, _init_value(red.combiner, red.dtype)))
+        init_val = _init_value(red.combiner, red.dtype)
         # guards in the main nest: reduce axes always; spatial axes only where an unpacked load uses them
         main_guards = [g for g in guards if g[0] in unpacked_axes]
         update = Store(acc, tidx, _combine(red.combiner, Load(acc, tidx, red.dtype), rbody))
         main = _nest(inner, _guarded(update, main_guards, ranges))
         assert st.acc_ref is not None
         epi_val = simplify(self._to_buffers(substitute(st.body, env), (st.acc_ref, acc, tidx)), ranges)
-        epi = _nest(tile, _guarded(Store(out_buf, out_idx, epi_val), guards, ranges))
+        epi_store: Stmt = _guarded(Store(out_buf, out_idx, epi_val), guards, ranges)
+        blocks = [lp for lp in outer if lp.reduce]
+        if not blocks:
+            init = _nest(tile, Store(acc, tidx, init_val))
+            return [*pre, _nest(outer, Allocate(acc, Seq([init, main, _nest(tile, epi_store)])))]
+        # reduction blocks outside the tile: partial results live in the output between blocks,
+        # the epilogue runs after the last block
+        if out_buf.dtype != red.dtype:
+            raise ValueError(f"stage {st.name}: blocking its reduction outside the accumulator needs the output "
+                             f"dtype ({out_buf.dtype}) to equal the accumulator's ({red.dtype})")
+        first = logical_and(*(Var(lp.name).eq(0) for lp in blocks))
+        last = logical_and(*(Var(lp.name).eq(lp.extent - 1) for lp in blocks))
+        in_bounds = logical_and(*(e.lt(n) for _, e, n in guards)) if guards else None
+        partial: Expr = Load(out_buf, out_idx, red.dtype)
+        if in_bounds is not None:
+            partial = select(in_bounds, partial, init_val)
+        init = _nest(tile, Store(acc, tidx, simplify(select(first, init_val, partial), ranges)))
+        keep = _guarded(Store(out_buf, out_idx, Load(acc, tidx, red.dtype)), guards, ranges)
+        not_last: Expr = Var(blocks[0].name).ne(blocks[0].extent - 1)
+        for lp in blocks[1:]:
+            not_last = binop("or", not_last, Var(lp.name).ne(lp.extent - 1))
+        epi = Seq([If(last, _nest(tile, epi_store)), If(not_last, _nest(tile, keep))])
         return [*pre, _nest(outer, Allocate(acc, Seq([init, main, epi])))]
 
     def _pack(self, factor: Expr, spec: PackSpec, nest: LoopNest) -> tuple[Buffer, Stmt | None, tuple[Expr, ...]]:

@@ -1,18 +1,58 @@
-"""Default schedules from generic rules driven by the target description.
+"""Default schedules from generic rules driven by the target description, and the knob
+space an auto-scheduler searches.
 
 No rule names an operator or a model: decisions come from the stage's structure (its axes,
 its reduction, how each factor of the reduction body is indexed) and from the target
-(vector lanes per dtype, vector registers, cores).
+(vector lanes per dtype, vector registers, cores, caches).
 
-- Elementwise stages: the innermost axis is split by the vector width and vectorized, outer
-  axes are fused into one parallel loop.
-- Reductions whose body is a product of operands (matmul, convolution...): register tiling.
-  The innermost output axis (fused with its neighbours while they are short) is the vector
-  axis ``v``; an axis ``m`` that only the broadcast operand depends on is unrolled ``mr``
-  times; the ``mr x nr`` accumulator tile lives in registers (cache_write); operands that
-  are not contiguous along ``v`` are packed (cache_read) into a zero-padded layout; the
-  loops outside the tile are fused into one parallel loop.
-- Other reductions: outer spatial axes parallel, a scalar accumulator, reduction innermost.
+Every stage falls into one *kind* (by structure):
+
+- ``elementwise`` (no reduction): the innermost axis is split by a vector width and
+  vectorized, outer axes are fused into one parallel loop.
+- ``tiled`` (a sum whose body is a product of operands, e.g. matmul, convolution): register
+  tiling. The innermost output axis (fused with its neighbours while they are short) is the
+  vector axis ``v``; an axis ``m`` that only the broadcast operand depends on is unrolled
+  ``mr`` times; the ``mr x nr`` accumulator tile lives in registers (cache_write); operands
+  that are not contiguous along ``v`` are packed (cache_read) into a zero-padded layout; the
+  loops outside the tile are fused into one parallel loop. Optionally the outermost
+  reduction loop is blocked (``kc``) so one block of the packed panel stays in cache while
+  the ``m`` blocks sweep it; partial sums are kept in the output between blocks.
+- ``reduction`` (any other reduction): outer spatial axes parallel, a scalar accumulator,
+  reduction innermost.
+
+Knob interface (used by tessera.tune)
+-------------------------------------
+``knob_space(stage, target, constants)`` returns ``{knob: [candidate values...]}``;
+``default_knobs(...)`` the values the generic rules pick; ``schedule_from_knobs(..., knobs)``
+the primitive steps for any point of the space. ``default_schedule`` is exactly
+``schedule_from_knobs(default_knobs(...))``. Values are JSON-serializable (ints, bools,
+strings, ``[mr, nv]`` lists). Every combination of candidate values is valid by
+construction: where knobs interact, the later one is clamped, so different points may
+give the same schedule. Missing knobs take their default value; unknown knobs or values
+outside the candidates raise ``ValueError``. Knobs by kind (``knob_space`` always has
+``"kind": [kind]``):
+
+``elementwise``
+    ``vector``: split factor of the innermost axis that is vectorized (0 = scalar);
+    multiples of the vector lanes that divide the axis.
+    ``parallel_depth``: how many outer loops (outermost first) are fused into the parallel
+    loop (0 = serial; clamped to the number of outer loops).
+``reduction``
+    ``parallel_depth``: as above, over the spatial axes.
+``tiled``
+    ``fuse_v``: how many outer axes are fused into the vector axis (only axes that every
+    operand uses alike with it).
+    ``tile``: ``[mr, nv]``: ``mr`` rows (``mr`` divides the ``m`` extent) by ``nv`` vectors,
+    with ``mr * nv + nv + 1`` at most the vector registers.
+    ``pack<k>``: pack reduction factor ``k`` (one that depends on ``v``) into panels even
+    when not needed (operands not contiguous along ``v`` or a padded tile force a pack).
+    ``order``: ``"panel_outer"`` (one panel of the ``v`` operand is reused by every ``m``
+    block) or ``"rows_outer"`` (``m`` blocks outside ``v`` blocks).
+    ``kc``: block of the outermost reduction loop (0 = unblocked); divisors of its extent
+    whose panel block (``kc`` x inner reduction x ``nr``) fits the L1 or L2 cache. The
+    block loop is placed just inside the parallel loops, before the innermost outer loop.
+    ``parallel_depth``: outer loops fused into the parallel loop (clamped to the loops
+    outside the ``kc`` block loop when ``kc > 0``).
 """
 
 from __future__ import annotations
@@ -43,62 +83,178 @@ class TileChoice:
 VECTOR_DTYPES = ("f32",)
 MIN_TILED_REDUCTION = 8  # reduction length below which register tiling does not pay
 PACK_MIN_REUSE = 32  # tile rows that must re-read a contiguous activation panel to pay for packing it
+MR_CHOICES = (8, 6, 5, 4, 3, 2, 1)
+NV_CHOICES = (4, 3, 2, 1)
+DEFAULT_L1 = 32 * 1024  # used when a target description gives no caches
+DEFAULT_L2 = 1024 * 1024
+
+Knobs = dict[str, Any]
+
+
+# ---- public interface ------------------------------------------------------------------------------
+
+
+def stage_kind(stage: Stage) -> str:
+    """``"elementwise"``, ``"tiled"`` or ``"reduction"`` (see the module docstring)."""
+    if stage.reduce is None:
+        return "elementwise"
+    return "tiled" if _tileable(stage) else "reduction"
+
+
+def knob_space(stage: Stage, target: TargetInfo, constants: frozenset[Any] = frozenset()) -> dict[str, list[Any]]:
+    """Every knob of ``stage`` with its candidate values (the default value among them)."""
+    kind = stage_kind(stage)
+    if kind == "elementwise":
+        space = _elementwise_space(stage, target)
+    elif kind == "reduction":
+        space = {"parallel_depth": list(range(len(stage.tensor.shape) + 1))}
+    else:
+        space = _tiled_space(stage, target)
+    return {"kind": [kind], **space}
+
+
+def default_knobs(stage: Stage, target: TargetInfo, constants: frozenset[Any] = frozenset()) -> Knobs:
+    """The knob values the generic rules choose."""
+    kind = stage_kind(stage)
+    if kind == "elementwise":
+        nest = stage_nest(stage)
+        ext = nest.loops[-1].extent if nest.loops else 0
+        lanes = _lanes(stage, target)
+        vec = lanes if lanes > 1 and ext >= lanes and ext % lanes == 0 else 0
+        return {"kind": kind, "vector": vec, "parallel_depth": len(stage.tensor.shape)}
+    if kind == "reduction":
+        return {"kind": kind, "parallel_depth": len(stage.tensor.shape)}
+    return _tiled_defaults(stage, target, constants)
+
+
+def schedule_from_knobs(stage: Stage, target: TargetInfo, constants: frozenset[Any], knobs: Knobs) -> list[Step]:
+    """The primitive steps for one point of ``knob_space`` (missing knobs take defaults)."""
+    full = _checked(stage, target, constants, knobs)
+    kind = full["kind"]
+    if kind == "elementwise":
+        return _elementwise(stage, full)
+    if kind == "reduction":
+        return _simple_reduction(stage, full)
+    return _tiled_reduction(stage, target, constants, full)
 
 
 def default_schedule(stage: Stage, target: TargetInfo, constants: frozenset[Any] = frozenset()) -> list[Step]:
     """The rule-based schedule of one stage. ``constants``: placeholders known at compile time
     (their packed layouts cost nothing at run time)."""
-    if stage.reduce is None:
-        return _elementwise(stage, target)
-    if _tileable(stage):
-        return _tiled_reduction(stage, target, constants)
-    return _simple_reduction(stage, target)
+    return schedule_from_knobs(stage, target, constants, default_knobs(stage, target, constants))
 
 
-def _parallel_outer(nest: LoopNest, names: list[str], steps: list[Step]) -> str | None:
-    """Fuse the given adjacent outer loops into one and mark it parallel; returns its name."""
-    if not names:
-        return None
-    cur = names[0]
-    for n in names[1:]:
-        step = Step("fuse", (cur, n))
-        nest.apply(step)
-        steps.append(step)
-        cur = f"{cur}_{n}"
-    step = Step("parallel", (cur,))
-    nest.apply(step)
-    steps.append(step)
-    return cur
+def schedule_stages(stages: list[Stage], target: TargetInfo,
+                    constants: frozenset[Any] = frozenset()) -> dict[str, list[Step]]:
+    """Default schedules for every stage of a kernel, by stage name."""
+    return {st.name: default_schedule(st, target, constants) for st in stages}
 
 
-def _elementwise(stage: Stage, target: TargetInfo) -> list[Step]:
+def check_replay(stage: Stage, steps: list[Step]) -> LoopNest:
+    """Replay ``steps`` on the stage's fresh nest (raises if a step is invalid)."""
+    return replay(stage_nest(stage), steps)
+
+
+def _checked(stage: Stage, target: TargetInfo, constants: frozenset[Any], knobs: Knobs) -> Knobs:
+    space = knob_space(stage, target, constants)
+    full = default_knobs(stage, target, constants)
+    for k, v in knobs.items():
+        if k not in space:
+            raise ValueError(f"stage {stage.name}: unknown knob {k!r} (knobs: {sorted(space)})")
+        if v not in space[k]:
+            raise ValueError(f"stage {stage.name}: knob {k!r} = {v!r} is not a candidate ({space[k]})")
+        full[k] = v
+    return full
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _lanes(stage: Stage, target: TargetInfo) -> int:
+    return target.lanes(stage.tensor.dtype) if stage.tensor.dtype in VECTOR_DTYPES else 1
+
+
+def _cache_sizes(target: TargetInfo) -> tuple[int, int]:
+    caches = getattr(target, "caches", None)
+    if caches is None:
+        return DEFAULT_L1, DEFAULT_L2
+    return int(caches.l1d), int(caches.l2)
+
+
+class _Nest:
+    """A nest being scheduled: applies steps and records them."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.nest = stage_nest(stage)
+        self.steps: list[Step] = []
+
+    def do(self, name: str, *args: Any) -> None:
+        step = Step(name, args)
+        self.nest.apply(step)
+        self.steps.append(step)
+
+    def parallel_outer(self, names: list[str]) -> str | None:
+        """Fuse the given adjacent outer loops into one and mark it parallel; returns its name."""
+        if not names:
+            return None
+        cur = names[0]
+        for n in names[1:]:
+            self.do("fuse", cur, n)
+            cur = f"{cur}_{n}"
+        self.do("parallel", cur)
+        return cur
+
+    def parallel_prefix(self, outer: list[str], depth: int) -> str | None:
+        """Fuse ``outer[:depth]`` into a parallel loop; returns the last outer loop's name."""
+        depth = max(0, min(depth, len(outer)))
+        fused = self.parallel_outer(outer[:depth])
+        rest = outer[depth:]
+        return rest[-1] if rest else fused
+
+
+# ---- elementwise -----------------------------------------------------------------------------------
+
+
+def _elementwise_space(stage: Stage, target: TargetInfo) -> dict[str, list[Any]]:
     nest = stage_nest(stage)
-    steps: list[Step] = []
-    axes = [lp.name for lp in nest.loops]
+    lanes = _lanes(stage, target)
+    vec = [0]
+    if nest.loops and lanes > 1:
+        ext = nest.loops[-1].extent
+        vec += [f * lanes for f in (1, 2, 4) if ext >= f * lanes and ext % (f * lanes) == 0]
+    return {"vector": vec, "parallel_depth": list(range(len(nest.loops) + 1))}
+
+
+def _elementwise(stage: Stage, knobs: Knobs) -> list[Step]:
+    n = _Nest(stage)
+    axes = [lp.name for lp in n.nest.loops]
     if not axes:
-        return steps
-    lanes = target.lanes(stage.tensor.dtype) if stage.tensor.dtype in VECTOR_DTYPES else 1
+        return n.steps
     last = axes[-1]
     outer = axes[:-1]
-    ext = nest.loop(last).extent
-    if lanes > 1 and ext % lanes == 0 and ext >= lanes:
-        for s in (Step("split", (last, lanes)), Step("vectorize", (f"{last}_i",))):
-            nest.apply(s)
-            steps.append(s)
+    vec = int(knobs["vector"])
+    if vec:
+        n.do("split", last, vec)
+        n.do("vectorize", f"{last}_i")
         outer = [*outer, f"{last}_o"]
     elif not outer:
         outer = [last]
-    _parallel_outer(nest, outer, steps)
-    return steps
+    n.parallel_prefix(outer, int(knobs["parallel_depth"]))
+    return n.steps
 
 
-def _simple_reduction(stage: Stage, target: TargetInfo) -> list[Step]:
-    nest = stage_nest(stage)
-    steps: list[Step] = []
-    spatial = [lp.name for lp in nest.loops if not lp.reduce]
-    at = _parallel_outer(nest, spatial, steps)
-    steps.append(Step("cache_write", (at or "",)))
-    return steps
+# ---- other reductions ------------------------------------------------------------------------------
+
+
+def _simple_reduction(stage: Stage, knobs: Knobs) -> list[Step]:
+    n = _Nest(stage)
+    spatial = [lp.name for lp in n.nest.loops if not lp.reduce]
+    at = n.parallel_prefix(spatial, int(knobs["parallel_depth"]))
+    n.steps.append(Step("cache_write", (at or "",)))
+    return n.steps
+
+
+# ---- register-tiled contractions ---------------------------------------------------------------------
 
 
 def _tileable(stage: Stage) -> bool:
@@ -143,15 +299,19 @@ def _contiguous(factor: Expr, var: str, env: dict[str, Expr]) -> bool:
     return all(stride_along(substitute(_address(ld), env), var) == 1 for ld in loads)
 
 
+def _tile_ok(mr: int, nv: int, m_extent: int, regs: int) -> bool:
+    return mr * nv + nv + 1 <= regs and m_extent % mr == 0
+
+
 def _choose_tile(m_extent: int, v_extent: int, lanes: int, regs: int, padded_ok: bool) -> TileChoice:
     best: tuple[float, int, int] | None = None
-    for nv in (4, 3, 2, 1):
+    for nv in NV_CHOICES:
         nr = nv * lanes
         if v_extent % nr and not padded_ok:
             continue
         v_eff = v_extent / (-(-v_extent // nr) * nr)
-        for mr in (8, 6, 5, 4, 3, 2, 1):
-            if mr * nv + nv + 1 > regs or m_extent % mr:
+        for mr in MR_CHOICES:
+            if not _tile_ok(mr, nv, m_extent, regs):
                 continue
             score = mr * nv * v_eff * (1.0 if nr <= v_extent else 0.5)
             if best is None or score > best[0]:
@@ -161,96 +321,187 @@ def _choose_tile(m_extent: int, v_extent: int, lanes: int, regs: int, padded_ok:
     return TileChoice(best[1], best[2])
 
 
-def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any]) -> list[Step]:
-    red = stage.reduce
-    assert red is not None
-    lanes = target.lanes(stage.tensor.dtype)
-    nest = stage_nest(stage)
-    steps: list[Step] = []
+@dataclass
+class _TiledPlan:
+    """Structure of a tiled stage after fusing ``fuse_v`` axes into the vector axis."""
 
-    def do(step: Step) -> None:
-        nest.apply(step)
-        steps.append(step)
+    n: _Nest
+    spatial: list[str]
+    reduce: list[str]
+    v: str
+    v_extent: int
+    m: str | None
+    m_extent: int
+    v_dependent: list[int]
+    non_contig: list[int]
+    factors: list[Expr]
 
-    spatial = [lp.name for lp in nest.loops if not lp.reduce]
-    reduce = [lp.name for lp in nest.loops if lp.reduce]
-    factors = product_factors(red.body)
-    # vector axis: the innermost output axis, fused with its outer neighbours while it is short
-    # and every factor uses the two axes alike (both or neither)
+
+def _max_fuse(stage: Stage, lanes: int) -> tuple[int, int]:
+    """(legal fusions into v, fusions the default rule makes)."""
+    n = _Nest(stage)
+    factors = product_factors(stage.reduce.body)  # type: ignore[union-attr]
+    spatial = [lp.name for lp in n.nest.loops if not lp.reduce]
     v = spatial[-1]
-    while len(spatial) >= 2 and nest.loop(v).extent < 8 * lanes:
+    legal = default = 0
+    while len(spatial) >= 2:
         prev = spatial[-2]
         if any((prev in free_vars(f)) != (v in free_vars(f)) for f in factors):
             break
-        do(Step("fuse", (prev, v)))
+        if n.nest.loop(v).extent < 8 * lanes and default == legal:
+            default += 1
+        n.do("fuse", prev, v)
+        v = f"{prev}_{v}"
+        spatial = [*spatial[:-2], v]
+        legal += 1
+    return legal, default
+
+
+def _tiled_plan(stage: Stage, fuse_v: int) -> _TiledPlan:
+    red = stage.reduce
+    assert red is not None
+    n = _Nest(stage)
+    nest = n.nest
+    spatial = [lp.name for lp in nest.loops if not lp.reduce]
+    reduce = [lp.name for lp in nest.loops if lp.reduce]
+    factors = product_factors(red.body)
+    v = spatial[-1]
+    for _ in range(fuse_v):
+        prev = spatial[-2]
+        n.do("fuse", prev, v)
         v = f"{prev}_{v}"
         spatial = [*spatial[:-2], v]
     env = dict(nest.axis_expr)
-    v_extent = nest.loop(v).extent
-    v_dependent = [k for k, f in enumerate(factors) if any(v in free_vars(env_sub) for env_sub in
-                                                              [substitute(f, env)])]
+    subs = [substitute(f, env) for f in factors]
+    v_dependent = [k for k, f in enumerate(subs) if v in free_vars(f)]
     non_contig = [k for k in v_dependent if not _contiguous(factors[k], v, env)]
     # m axis: the innermost other spatial axis used by a factor that does not use v
     m = None
     for cand in reversed(spatial[:-1]):
-        if nest.loop(cand).extent > 1 and any(
-            cand in free_vars(substitute(f, env)) and v not in free_vars(substitute(f, env)) for f in factors
-        ):
+        if nest.loop(cand).extent > 1 and any(cand in free_vars(f) and v not in free_vars(f) for f in subs):
             m = cand
             break
-    m_extent = nest.loop(m).extent if m else 1
-    tile = _choose_tile(m_extent, v_extent, lanes, target.vector_registers, padded_ok=True)
-    exact = _choose_tile(m_extent, v_extent, lanes, target.vector_registers, padded_ok=False)
-    if not non_contig and exact.mr * exact.nv >= 0.75 * tile.mr * tile.nv and v_extent % (exact.nv * lanes) == 0:
+    return _TiledPlan(n, spatial, reduce, v, nest.loop(v).extent, m, nest.loop(m).extent if m else 1,
+                      v_dependent, non_contig, factors)
+
+
+def _kc_candidates(stage: Stage, target: TargetInfo) -> list[int]:
+    """Blocks of the outermost reduction axis whose packed-panel block fits L1 or L2 (nr from
+    one to four vectors)."""
+    red = stage.reduce
+    assert red is not None
+    if len(red.extents) == 0 or red.extents[0] < 2:
+        return [0]
+    k0 = red.extents[0]
+    inner = 1
+    for e in red.extents[1:]:
+        inner *= e
+    lanes = _lanes(stage, target)
+    l1, l2 = _cache_sizes(target)
+    divisors = [d for d in range(1, k0) if k0 % d == 0]
+    out = {0}
+    for budget in (l1 // 2, l2 // 2):
+        for nv in (1, 2, 4):
+            fit = [d for d in divisors if d * inner * nv * lanes * 4 <= budget]
+            if fit:
+                out.add(fit[-1])
+    return sorted(out)
+
+
+def _tiled_space(stage: Stage, target: TargetInfo) -> dict[str, list[Any]]:
+    lanes = _lanes(stage, target)
+    legal, _ = _max_fuse(stage, lanes)
+    plan = _tiled_plan(stage, 0)
+    tiles = [[mr, nv] for mr in sorted(MR_CHOICES) for nv in sorted(NV_CHOICES)
+             if (plan.m is not None or mr == 1) and _tile_ok(mr, nv, plan.m_extent, target.vector_registers)]
+    space: dict[str, list[Any]] = {"fuse_v": list(range(legal + 1)), "tile": tiles or [[1, 1]]}
+    for k in plan.v_dependent:
+        space[f"pack{k}"] = [False, True]
+    space["order"] = ["panel_outer", "rows_outer"]
+    space["kc"] = _kc_candidates(stage, target)
+    space["parallel_depth"] = list(range(len(plan.spatial) + 1))
+    return space
+
+
+def _tiled_defaults(stage: Stage, target: TargetInfo, constants: frozenset[Any]) -> Knobs:
+    lanes = _lanes(stage, target)
+    _, fuse_v = _max_fuse(stage, lanes)
+    plan = _tiled_plan(stage, fuse_v)
+    regs = target.vector_registers
+    tile = _choose_tile(plan.m_extent, plan.v_extent, lanes, regs, padded_ok=True)
+    exact = _choose_tile(plan.m_extent, plan.v_extent, lanes, regs, padded_ok=False)
+    if (not plan.non_contig and exact.mr * exact.nv >= 0.75 * tile.mr * tile.nv
+            and plan.v_extent % (exact.nv * lanes) == 0):
         tile = exact  # no padding needed: contiguous operands can be used in place
     nr = tile.nv * lanes
-    padded = -(-v_extent // nr) * nr
+    padded = -(-plan.v_extent // nr) * nr
     rows = 1
-    for a in spatial:
-        if a != v:
-            rows *= nest.loop(a).extent
-    to_pack = set(non_contig)
-    for k in v_dependent:
+    for a in plan.spatial:
+        if a != plan.v:
+            rows *= plan.n.nest.loop(a).extent
+    knobs: Knobs = {"kind": "tiled", "fuse_v": fuse_v, "tile": [tile.mr, tile.nv]}
+    for k in _tiled_plan(stage, 0).v_dependent:
         # panels: a constant operand is re-laid out for free at compile time; an activation is
         # worth copying when its panels are re-read by enough rows of the tile
-        if padded != v_extent or _is_constant(factors[k], constants) or rows >= PACK_MIN_REUSE * tile.mr:
+        knobs[f"pack{k}"] = (k in plan.non_contig or padded != plan.v_extent
+                             or _is_constant(plan.factors[k], constants) or rows >= PACK_MIN_REUSE * tile.mr)
+    knobs["order"] = "panel_outer"
+    knobs["kc"] = 0
+    knobs["parallel_depth"] = len(stage.tensor.shape)
+    return knobs
+
+
+def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any], knobs: Knobs) -> list[Step]:
+    lanes = _lanes(stage, target)
+    plan = _tiled_plan(stage, int(knobs["fuse_v"]))
+    n, v, m, spatial = plan.n, plan.v, plan.m, list(plan.spatial)
+    mr, nv = (int(x) for x in knobs["tile"])
+    nr = nv * lanes
+    padded = -(-plan.v_extent // nr) * nr
+    to_pack = set(plan.non_contig)
+    for k in plan.v_dependent:
+        if padded != plan.v_extent or knobs.get(f"pack{k}"):
             to_pack.add(k)
     for k in sorted(to_pack):
-        do(Step("pack", (k, v, padded, nr)))
-    do(Step("split", (v, nr)))
-    do(Step("split", (f"{v}_i", lanes)))
+        n.do("pack", k, v, padded, nr)
+    n.do("split", v, nr)
+    n.do("split", f"{v}_i", lanes)
     v_o, v_io, v_ii = f"{v}_o", f"{v}_i_o", f"{v}_i_i"
     inner_m: list[str] = []
-    if m and tile.mr > 1:
-        do(Step("split", (m, tile.mr)))
+    m_blocks: list[str] = []
+    if m and mr > 1:
+        n.do("split", m, mr)
         inner_m = [f"{m}_i"]
-        m_outer = f"{m}_o"
-        spatial = [m_outer if a == m else a for a in spatial]
-    # panel-outer order: one packed panel of the v-operand is reused by every m block
+        spatial = [f"{m}_o" if a == m else a for a in spatial]
+        m_blocks = [f"{m}_o"]
     others = [a for a in spatial if a != v]
-    m_blocks = [a for a in others if inner_m and a == f"{m}_o"]
-    outer = [a for a in others if a not in m_blocks] + [v_o] + m_blocks
-    do(Step("reorder", tuple(outer + reduce + inner_m + [v_io, v_ii])))
+    if knobs["order"] == "panel_outer":
+        # one packed panel of the v-operand is reused by every m block
+        outer = [a for a in others if a not in m_blocks] + [v_o] + m_blocks
+    else:
+        outer = others + [v_o]
+    reduce = list(plan.reduce)
+    kc = int(knobs["kc"])
+    k_block: list[str] = []
+    if kc and reduce:
+        r0 = reduce[0]
+        n.do("split", r0, kc)
+        reduce = [f"{r0}_i", *reduce[1:]]
+        k_block = [f"{r0}_o"]
+    depth = int(knobs["parallel_depth"])
+    if k_block:
+        depth = min(depth, len(outer) - 1)
+        outer = [*outer[:-1], *k_block, outer[-1]]
+    n.do("reorder", *outer, *reduce, *inner_m, v_io, v_ii)
     for a in inner_m:
-        do(Step("unroll", (a,)))
-    do(Step("unroll", (v_io,)))
-    do(Step("vectorize", (v_ii,)))
-    at = _parallel_outer(nest, outer, steps)
-    steps.append(Step("cache_write", (at or "",)))
-    return steps
+        n.do("unroll", a)
+    n.do("unroll", v_io)
+    n.do("vectorize", v_ii)
+    at = n.parallel_prefix(outer, depth)
+    n.steps.append(Step("cache_write", (at or "",)))
+    return n.steps
 
 
 def _is_constant(factor: Expr, constants: frozenset[Any]) -> bool:
     loads = loads_in(factor)
     return bool(loads) and all(ld.tensor in constants for ld in loads)
-
-
-def schedule_stages(stages: list[Stage], target: TargetInfo,
-                    constants: frozenset[Any] = frozenset()) -> dict[str, list[Step]]:
-    """Default schedules for every stage of a kernel, by stage name."""
-    return {st.name: default_schedule(st, target, constants) for st in stages}
-
-
-def check_replay(stage: Stage, steps: list[Step]) -> LoopNest:
-    """Replay ``steps`` on the stage's fresh nest (raises if a step is invalid)."""
-    return replay(stage_nest(stage), steps)

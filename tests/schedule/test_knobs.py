@@ -1,0 +1,156 @@
+"""The knob interface of tessera.schedule.rules: defaults reproduce the rules, every sampled
+point of a stage's knob space replays and the compiled kernel matches a NumPy reference."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import numpy as np
+import pytest
+
+from tessera.loop.computes.nn import pad_tensor
+from tessera.loop.expr import call, const, maximum
+from tessera.loop.stages import build_stages
+from tessera.loop.te import Tensor, compute, placeholder, reduce_axis, rmax, rsum
+from tessera.loop.te_eval import evaluate
+from tessera.schedule.build import KernelBuilder
+from tessera.schedule.rules import (
+    default_knobs,
+    default_schedule,
+    knob_space,
+    schedule_from_knobs,
+    stage_kind,
+)
+from tessera.targets import load_target
+
+TARGET = load_target("x86-avx2")  # 8 f32 lanes, as the test build flags (-march=haswell)
+RNG = np.random.default_rng(11)
+
+
+def _matmul(m: int, k: int, n: int) -> tuple[list[Tensor], list[Tensor]]:
+    a, b, bias = placeholder((m, k), "f32", "a"), placeholder((k, n), "f32", "b"), placeholder((n,), "f32", "bias")
+
+    def body(i, j):
+        r = reduce_axis(k, "k")
+        return rsum(a[i, r[0]] * b[r[0], j], r)
+
+    mm = compute((m, n), body, "mm")
+    out = compute((m, n), lambda i, j: maximum(mm[i, j] + bias[j], const(0.0, "f32")), "relu")
+    return [a, b, bias], [out]
+
+
+def _conv(cin: int, cout: int, hw: int, ksize: int) -> tuple[list[Tensor], list[Tensor]]:
+    x, w = placeholder((1, cin, hw, hw), "f32", "x"), placeholder((cout, cin, ksize, ksize), "f32", "w")
+    p = ksize // 2
+    xp = pad_tensor(x, [0, 0, p, p], [1, cin, hw + 2 * p, hw + 2 * p], const(0.0, "f32"), "xpad")
+
+    def body(n, co, h, ww):
+        ci, kh, kw = reduce_axis(cin, "ci"), reduce_axis(ksize, "kh"), reduce_axis(ksize, "kw")
+        return rsum(xp[n, ci[0], h + kh[0], ww + kw[0]] * w[co, ci[0], kh[0], kw[0]], ci, kh, kw)
+
+    return [x, w], [compute((1, cout, hw, hw), body, "conv")]
+
+
+def _elementwise(rows: int, cols: int) -> tuple[list[Tensor], list[Tensor]]:
+    x, y = placeholder((rows, cols), "f32", "x"), placeholder((cols,), "f32", "y")
+    return [x, y], [compute((rows, cols), lambda i, j: call("tanh", x[i, j]) * y[j] + const(1.0, "f32"), "ew")]
+
+
+def _softmax(rows: int, cols: int) -> tuple[list[Tensor], list[Tensor]]:
+    x = placeholder((rows, cols), "f32", "x")
+
+    def mx(i):
+        r = reduce_axis(cols, "c")
+        return rmax(x[i, r[0]], r)
+
+    m = compute((rows,), mx, "max")
+
+    def den(i):
+        r = reduce_axis(cols, "c")
+        return rsum(call("exp", x[i, r[0]] - m[i]), r)
+
+    d = compute((rows,), den, "den")
+    return [x], [compute((rows, cols), lambda i, j: call("exp", x[i, j] - m[i]) / d[i], "softmax")]
+
+
+CASES = {
+    "matmul": lambda: _matmul(24, 40, 36),
+    "matmul_exact": lambda: _matmul(16, 64, 32),
+    "conv3x3": lambda: _conv(8, 12, 10, 3),
+    "conv1x1": lambda: _conv(16, 8, 8, 1),
+    "elementwise": lambda: _elementwise(6, 48),
+    "softmax": lambda: _softmax(5, 40),
+}
+
+
+def _points(space: dict[str, list], default: dict, sample: int, seed: int) -> list[dict]:
+    """The default, each knob's every value alone, and a random sample of full combinations."""
+    pts = [dict(default)]
+    for k, vals in space.items():
+        pts += [{**default, k: v} for v in vals if v != default[k]]
+    rnd = random.Random(seed)
+    total = 1
+    for vals in space.values():
+        total *= len(vals)
+    if total <= sample:
+        pts += [dict(zip(space, combo, strict=True)) for combo in itertools.product(*space.values())]
+    else:
+        pts += [{k: rnd.choice(v) for k, v in space.items()} for _ in range(sample)]
+    return pts
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_knob_space_points_are_correct(build, case: str) -> None:
+    inputs, outputs = CASES[case]()
+    stages = build_stages(outputs)
+    spaces = [knob_space(st, TARGET) for st in stages]
+    defaults = [default_knobs(st, TARGET) for st in stages]
+    for st, space, d in zip(stages, spaces, defaults, strict=True):
+        assert json.loads(json.dumps(space)) == space and json.loads(json.dumps(d)) == d
+        assert all(d[k] in space[k] for k in space) and set(d) == set(space)
+        assert schedule_from_knobs(st, TARGET, frozenset(), d) == default_schedule(st, TARGET)
+    # vary one stage at a time (the others at their defaults)
+    kernels, schedules = [], []
+    for s_idx, st in enumerate(stages):
+        for p_idx, point in enumerate(_points(spaces[s_idx], defaults[s_idx], 10, s_idx)):
+            scheds = {o.name: default_schedule(o, TARGET) for o in stages}
+            scheds[st.name] = schedule_from_knobs(st, TARGET, frozenset(), point)
+            name = f"k_{s_idx}_{p_idx}"
+            kernels.append(KernelBuilder(name, inputs, outputs).build(stages, scheds))
+            schedules.append(point)
+    feeds = [RNG.standard_normal(t.shape).astype(np.float32) for t in inputs]
+    want = evaluate(outputs, list(zip(inputs, feeds, strict=True)))
+    mod = build(kernels)
+    for kern, point in zip(kernels, schedules, strict=True):
+        ws = [np.zeros(b.shape, np.float32) for b in kern.params[len(inputs) + len(outputs):]]
+        ws = ws[:kern.attrs["workspace"]]
+        packed = [np.ascontiguousarray(a) for a in kern.attrs["packed_constants"]]
+        outs = [np.full(o.shape, np.nan, np.float32) for o in outputs]
+        mod.run(kern, [*feeds, *outs, *ws, *packed])
+        for got, w in zip(outs, want, strict=True):
+            np.testing.assert_allclose(got, w, rtol=2e-5, atol=2e-5, err_msg=f"{case} {point}")
+
+
+def test_kinds_and_tiled_knobs() -> None:
+    _, outs = _conv(8, 12, 10, 3)
+    (st,) = build_stages(outs)
+    assert stage_kind(st) == "tiled"
+    space = knob_space(st, TARGET)
+    assert {"fuse_v", "tile", "order", "kc", "parallel_depth", "pack0"} <= set(space)
+    regs = TARGET.vector_registers
+    assert all(mr * nv + nv + 1 <= regs and 12 % mr == 0 for mr, nv in space["tile"])
+    assert all(kc == 0 or 8 % kc == 0 for kc in space["kc"]) and len(space["kc"]) > 1
+    _, outs = _softmax(4, 16)
+    assert [stage_kind(s) for s in build_stages(outs)] == ["reduction", "reduction", "elementwise"]
+
+
+def test_bad_knobs_are_rejected() -> None:
+    _, outs = _matmul(16, 32, 32)
+    (st,) = build_stages(outs)
+    with pytest.raises(ValueError, match="unknown knob 'bogus'"):
+        schedule_from_knobs(st, TARGET, frozenset(), {"bogus": 1})
+    with pytest.raises(ValueError, match="knob 'tile' = \\[7, 4\\] is not a candidate"):
+        schedule_from_knobs(st, TARGET, frozenset(), {"tile": [7, 4]})
+
