@@ -1,0 +1,204 @@
+"""Post-training quantization: calibration and int8 parameters (target independent).
+
+:func:`quantize` runs the reference executor on calibration inputs, records the range of every
+float value, and quantizes the weights of every matrix-product node (Conv, MatMul, Gemm with a
+constant weight operand). The result is a :class:`QuantizationPlan`: an annotation of the graph
+(the graph itself is not rewritten) holding
+
+- per-tensor symmetric activation scales (zero point 0): ``q = clip(round(x / s), -127, 127)``,
+  from the calibrated min/max or a percentile of ``|x|``;
+- per-output-channel symmetric int8 weights and their scales;
+- helpers for what an integer matrix unit needs: bias in int32 units
+  (``round(b / (s_in * s_w[c]))``) and the requantization scale per output channel
+  (``s_in * s_w[c] / s_out``) that the store path multiplies the int32 accumulator by.
+
+:func:`choose_precision` makes the precision policy explicit: ``"auto"`` picks bf16 when the
+target lists it (no calibration needed, ~3 significant digits), int8 otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tessera.errors import GraphError
+from tessera.graph.ir import Graph, Node
+from tessera.graph.reference import run_reference
+
+QMAX = 127  # symmetric int8: [-127, 127], so that -x is representable
+PRECISIONS = ("auto", "int8", "bf16")
+MATRIX_OPS = ("Conv", "MatMul", "Gemm")
+_PERCENTILE_SAMPLES = 1 << 20
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """Per-tensor symmetric quantization of an activation: observed range and scale."""
+
+    lo: float
+    hi: float
+    scale: float
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        return quantize_array(x, self.scale)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return q.astype(np.float32) * np.float32(self.scale)
+
+
+@dataclass(frozen=True)
+class WeightQuant:
+    """Per-output-channel symmetric int8 weight: ``w ~= q * scale`` along ``axis``."""
+
+    q: np.ndarray  # int8, the weight's shape
+    scale: np.ndarray  # float32, one per output channel
+    axis: int
+
+
+@dataclass
+class QuantizationPlan:
+    """Scales per tensor and quantized weights for one graph (see module docstring)."""
+
+    activations: dict[str, TensorQuant] = field(default_factory=dict)
+    weights: dict[str, WeightQuant] = field(default_factory=dict)
+    method: str = "minmax"
+
+    def act(self, name: str) -> TensorQuant:
+        try:
+            return self.activations[name]
+        except KeyError:
+            raise GraphError(f"quantization plan has no calibrated range for value {name!r}") from None
+
+    def bias_int32(self, bias: np.ndarray, in_scale: float, w_scale: np.ndarray) -> np.ndarray:
+        """Bias in accumulator units (int32), saturated to the int32 range."""
+        b = np.round(bias.astype(np.float64) / (float(in_scale) * w_scale.astype(np.float64)))
+        return np.clip(b, -(2**31), 2**31 - 1).astype(np.int32)
+
+    @staticmethod
+    def requant_scale(in_scale: float, w_scale: np.ndarray, out_scale: float) -> np.ndarray:
+        """Per-output-channel multiplier from int32 accumulator units to the output's int8 units."""
+        return (float(in_scale) * w_scale.astype(np.float64) / float(out_scale)).astype(np.float32)
+
+
+def choose_precision(requested: str, dtype_pairs: Iterable[tuple[str, str]]) -> str:
+    """The matrix precision for a target listing ``dtype_pairs`` (input, accumulator).
+
+    ``auto``: bf16 when (bf16, f32) is listed, else int8; an explicit request the target
+    cannot do is an error naming what it can do."""
+    if requested not in PRECISIONS:
+        raise GraphError(f"unknown precision {requested!r} (choose from {', '.join(PRECISIONS)})")
+    pairs = {tuple(p) for p in dtype_pairs}
+    have = {"bf16": ("bf16", "f32") in pairs, "int8": ("i8", "i32") in pairs}
+    if requested == "auto":
+        for p in ("bf16", "int8"):
+            if have[p]:
+                return p
+        raise GraphError(f"target supports neither int8 (i8, i32) nor bf16 (bf16, f32) matrix products: {pairs}")
+    if not have[requested]:
+        listed = ", ".join(p for p, ok in have.items() if ok) or "none"
+        raise GraphError(f"precision {requested!r} is not supported by the target (supported: {listed})")
+    return requested
+
+
+def quantize_array(x: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
+    """Round half to even and saturate to [-127, 127] int8."""
+    q = np.rint(np.asarray(x, np.float64) / np.asarray(scale, np.float64))
+    return np.clip(q, -QMAX, QMAX).astype(np.int8)
+
+
+def quantize_weight(w: np.ndarray, axis: int) -> WeightQuant:
+    """Per-channel symmetric int8 weights along ``axis`` (the output-channel axis)."""
+    w = np.asarray(w, np.float32)
+    axis = axis % w.ndim
+    red = tuple(i for i in range(w.ndim) if i != axis)
+    amax = np.max(np.abs(w), axis=red) if red else np.abs(w)
+    scale = np.where(amax > 0, amax / QMAX, 1.0).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    return WeightQuant(quantize_array(w, scale.reshape(shape)), scale, axis)
+
+
+def weight_axis(g: Graph, node: Node) -> tuple[str, int] | None:
+    """(constant weight name, its output-channel axis) of a matrix-product node, or None when
+    the node's weight operand is not a constant."""
+    if node.op == "Conv":
+        w = node.inputs[1]
+        return (w, 0) if w in g.constants else None
+    if node.op == "Gemm":
+        w = node.inputs[1]
+        return (w, 0 if node.attrs.get("transB", 0) else 1) if w in g.constants else None
+    if node.op == "MatMul":
+        w = node.inputs[1]
+        return (w, -1) if w in g.constants and g.constants[w].ndim >= 2 else None
+    return None
+
+
+def calibrate(
+    g: Graph, calibration: Sequence[Sequence[np.ndarray] | Mapping[str, np.ndarray]],
+    method: str = "minmax", percentile: float = 99.99,
+) -> dict[str, TensorQuant]:
+    """Ranges and scales of every float value of ``g`` over the calibration inputs.
+
+    ``minmax`` uses the largest ``|x|`` seen; ``percentile`` the given percentile of ``|x|``
+    (per batch, then the largest over batches), which ignores rare outliers."""
+    if method not in ("minmax", "percentile"):
+        raise GraphError(f"unknown calibration method {method!r} (choose from minmax, percentile)")
+    if not calibration:
+        raise GraphError("calibration needs at least one input set")
+    if not 50.0 < percentile <= 100.0:
+        raise GraphError(f"calibration percentile must be in (50, 100], got {percentile}")
+    probe = g.copy()
+    names = [v for v in g.inputs if g.types[v].dtype.is_float]
+    names += [o for n in g.nodes for o in n.outputs if o and o in g.types and g.types[o].dtype.is_float]
+    probe.outputs = list(dict.fromkeys(names))
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    amax: dict[str, float] = {}
+    rng = np.random.default_rng(0)
+    for feeds in calibration:
+        values = run_reference(probe, feeds)
+        for name, v in values.items():
+            v = np.asarray(v, np.float32)
+            if v.size == 0:
+                continue
+            lo[name] = min(lo.get(name, np.inf), float(v.min()))
+            hi[name] = max(hi.get(name, -np.inf), float(v.max()))
+            if method == "percentile":
+                flat = np.abs(v.reshape(-1))
+                if flat.size > _PERCENTILE_SAMPLES:
+                    flat = rng.choice(flat, _PERCENTILE_SAMPLES, replace=False)
+                a = float(np.percentile(flat, percentile))
+            else:
+                a = max(abs(lo[name]), abs(hi[name]))
+            amax[name] = max(amax.get(name, 0.0), a)
+    return {n: TensorQuant(lo[n], hi[n], amax[n] / QMAX if amax[n] > 0 else 1.0) for n in amax}
+
+
+def quantize(
+    g: Graph, calibration: Sequence[Sequence[np.ndarray] | Mapping[str, np.ndarray]],
+    method: str = "minmax", percentile: float = 99.99,
+) -> QuantizationPlan:
+    """Calibrate activations and quantize the weights of every Conv/MatMul/Gemm (module docstring)."""
+    plan = QuantizationPlan(calibrate(g, calibration, method, percentile), {}, method)
+    for node in g.nodes:
+        if node.op in MATRIX_OPS:
+            wa = weight_axis(g, node)
+            if wa is not None and wa[0] not in plan.weights:
+                plan.weights[wa[0]] = quantize_weight(g.constants[wa[0]], wa[1])
+    return plan
+
+
+__all__ = [
+    "PRECISIONS",
+    "QuantizationPlan",
+    "TensorQuant",
+    "WeightQuant",
+    "calibrate",
+    "choose_precision",
+    "quantize",
+    "quantize_array",
+    "quantize_weight",
+    "weight_axis",
+]
