@@ -80,6 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zoo", help="import every zoo model through both frontends and compare with eager")
     p.add_argument("--models", help="comma-separated subset of the zoo")
     p.add_argument("--frontends", default="torch,onnx", help="comma-separated frontends (torch,onnx)")
+
+    p = sub.add_parser("tune", help="auto-tune a model's kernels for a target (records go to the tuning database, "
+                                    "which compile then uses)")
+    _add_model_args(p)
+    p.add_argument("--target", default="host",
+                   help="target name (see `tessera targets`), 'host', or a .toml description (default: host)")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, metavar="M", help="tuning time budget in minutes")
+    budget.add_argument("--trials", type=int, metavar="N", help="number of candidate schedules to measure")
+    p.add_argument("--db", metavar="PATH", help="tuning database (default: $TESSERA_TUNING_DB or the cache dir)")
+    p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=d1,d2,...",
+                   help="static shape of an input (repeat per input); zoo models default to their example inputs")
+    p.add_argument("--dim", action="append", default=[], metavar="SYMBOL=N",
+                   help="size of a symbolic input dim, e.g. --dim batch=1 (repeat per symbol)")
     return parser
 
 
@@ -365,8 +380,19 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0 if check_zoo(models, args.frontends.split(",")) else 1
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from tessera.api import load_model
+    from tessera.tune.command import check_budget, run_tune
+
+    check_budget(args.minutes, args.trials)
+    g = load_model(args.model, args.frontend)
+    shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
+    return run_tune(g, shapes, args.target, minutes=args.minutes, trials=args.trials, db_path=args.db,
+                    seed=args.seed)
+
+
 _COMMANDS = {"inspect": _cmd_inspect, "compile": _cmd_compile, "run": _cmd_run, "targets": _cmd_targets,
-             "export": _cmd_export, "zoo": _cmd_zoo}
+             "export": _cmd_export, "zoo": _cmd_zoo, "tune": _cmd_tune}
 
 
 if __name__ == "__main__":

@@ -22,14 +22,10 @@ import numpy as np
 
 from tessera.errors import CompileError
 from tessera.graph.ir import Graph
-from tessera.graph.registry import get_op, normalize_attrs
 from tessera.graph.specialize import specialize
-from tessera.graph.tensor_type import TensorType
-from tessera.loop.compute import ComputeContext, get_compute
 from tessera.loop.fusion import FusionGroup, partition, view_source
+from tessera.loop.instantiate import instantiate_group
 from tessera.loop.ir import Kernel
-from tessera.loop.stages import build_stages
-from tessera.loop.te import Tensor, compute, placeholder
 from tessera.schedule.build import KernelBuilder
 from tessera.schedule.primitives import Step
 from tessera.schedule.rules import schedule_stages
@@ -52,6 +48,7 @@ class CompiledKernel:
     kernel: Kernel
     args: list[str]  # value names (inputs then outputs) bound to the kernel params
     schedules: dict[str, list[Step]]
+    tuned: bool = False  # schedules came from the tuning database
 
 
 @dataclass
@@ -85,44 +82,19 @@ def _static(g: Graph, input_shapes: Mapping[str, Any] | None) -> Graph:
 
 
 def lower_group(g: Graph, group: FusionGroup, name: str, target: CpuTarget,
-                schedules: Mapping[str, list[Step]] | None = None) -> CompiledKernel:
-    """Instantiate a group's compute definitions and emit its scheduled kernel."""
-    tensors: dict[str, Tensor] = {}
-    inputs: list[Tensor] = []
-    for v in group.inputs:
-        t = g.types[v]
-        ph = placeholder(tuple(int(d) for d in t.shape), t.dtype.value, "in")
-        tensors[v] = ph
-        inputs.append(ph)
-    for node in group.nodes:
-        cdef = get_compute(node.op)
-        if cdef is None:
-            raise CompileError(f"{node.op} node {node.name!r} has no compute definition")
-        in_types: list[TensorType | None] = [g.types[i] if i else None for i in node.inputs]
-        consts = [g.constants.get(i) if i else None for i in node.inputs]
-        ctx = ComputeContext([tensors.get(i) if i else None for i in node.inputs],
-                             normalize_attrs(get_op(node.op), node), in_types,
-                             [g.types[o] for o in node.outputs if o], consts, node.name)
-        try:
-            outs = cdef.fn(ctx)
-        except CompileError:
-            raise
-        except (NotImplementedError, ValueError, KeyError, IndexError, TypeError) as e:
-            raise CompileError(f"{node.op} node {node.name!r}: cannot lower: {e}") from e
-        for o, t in zip([o for o in node.outputs if o], outs, strict=False):
-            tensors[o] = t
-    outputs = []
-    for v in group.outputs:
-        t = tensors[v]
-        if t.is_placeholder or any(t is o for o in outputs):  # an output that is an input: copy it
-            src = t
-            t = compute(src.shape, lambda *i, s=src: s[i], "copy")
-        outputs.append(t)
-    stages = build_stages(outputs)
-    constants = {tensors[v]: g.constants[v] for v in group.inputs if v in g.constants}
-    scheds = dict(schedules) if schedules else schedule_stages(stages, target, frozenset(constants))
-    kernel = KernelBuilder(name, inputs, outputs, constants).build(stages, scheds)
-    return CompiledKernel(group, kernel, list(group.inputs) + list(group.outputs), scheds)
+                schedules: Mapping[str, list[Step]] | None = None, tuned: Any = None) -> CompiledKernel:
+    """Instantiate a group's compute definitions and emit its scheduled kernel. Schedules: the given
+    ones, else ``tuned(group_compute, target)`` (a tuning-database lookup; None = no record), else
+    the default rules."""
+    gc = instantiate_group(g, group)
+    scheds = dict(schedules) if schedules else None
+    if scheds is None and tuned is not None:
+        scheds = tuned(gc, target)
+    from_db = scheds is not None and not schedules
+    if scheds is None:
+        scheds = schedule_stages(gc.stages, target, frozenset(gc.constants))
+    kernel = KernelBuilder(name, gc.inputs, gc.outputs, gc.constants).build(gc.stages, scheds)
+    return CompiledKernel(group, kernel, list(group.inputs) + list(group.outputs), scheds, from_db)
 
 
 def _kernel_name(k: int, group: FusionGroup) -> str:
@@ -138,8 +110,11 @@ def compile_graph(
     optimize: bool = True,
     explain_fusion: list[str] | None = None,
     profile: bool = False,
+    tuning: Any = None,
 ) -> Compilation:
-    """Compile a graph for a CPU target (see module docstring)."""
+    """Compile a graph for a CPU target (see module docstring). ``tuning``: a tuning database (path
+    or :class:`~tessera.tune.TuningDB`) whose best records replace default schedules; None = the
+    default database when it exists; False = default schedules only."""
     from tessera.codegen.c import render_kernel, render_module
     from tessera.graph.passes import optimize as run_passes
     from tessera.runtime.memory_plan import BufferLife, plan_memory
@@ -157,6 +132,9 @@ def compile_graph(
     if len(set(g.outputs)) != len(g.outputs):
         raise CompileError(f"model {g.name!r} lists an output more than once: {g.outputs}")
     groups = partition(g, explain_fusion)
+    from tessera.tune.apply import tuned_lookup
+
+    tuned = tuned_lookup(tuning)
 
     # ---- lower every kernel group; views alias their source ----------------------------------
     views: dict[str, str] = {}
@@ -168,7 +146,7 @@ def compile_graph(
             assert src is not None
             views[grp.outputs[0]] = views.get(src, src)
             continue
-        kernels.append(lower_group(g, grp, _kernel_name(len(kernels), grp), tgt))
+        kernels.append(lower_group(g, grp, _kernel_name(len(kernels), grp), tgt, tuned=tuned))
 
     def root(v: str) -> str:
         return views.get(v, v)
@@ -312,6 +290,7 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     frontend: str = "torch",
     optimize: bool = True,
     profile: bool = False,
+    tuning: Any = None,
 ) -> Any:
     """Compile ``model`` (a Graph, an ``.onnx``/``.tsr`` path or a zoo name) for ``target``.
 
@@ -323,7 +302,7 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     t0 = time.perf_counter()
     g, shapes = _load(model, frontend, input_shapes)
     tgt = resolve_target(target)
-    comp = compile_graph(g, tgt, shapes, optimize, profile=profile)
+    comp = compile_graph(g, tgt, shapes, optimize, profile=profile, tuning=tuning)
     if not is_native(tgt):
         raise CompileError(
             f"built {comp.library} for {tgt.name}, which this machine cannot run; "

@@ -1,0 +1,122 @@
+"""Standalone single-kernel harness: build one scheduled kernel as a shared library with a timing
+entry point, and the data it runs on (seeded random inputs; constants pre-packed as the schedule asks).
+
+The library exports ``tsr_bench(void* const* args, int reps, double* seconds)`` (runs the kernel
+``reps`` times, one wall-clock time per run) and ``tsr_set_num_threads(int)``."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tessera.loop.instantiate import GroupCompute
+from tessera.loop.ir import Kernel
+from tessera.loop.te import Tensor
+from tessera.schedule.build import KernelBuilder
+from tessera.schedule.primitives import Step
+
+KERNEL_NAME = "tune_kernel"
+
+_ENTRY = """
+#include <time.h>
+static double tsr_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+void tsr_bench(void* const* a, int reps, double* seconds) {
+  for (int r = 0; r < reps; ++r) {
+    double t0 = tsr_now();
+    CALL;
+    seconds[r] = tsr_now() - t0;
+  }
+}
+void tsr_set_num_threads(int n) {
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+  (void)n;
+}
+"""
+
+
+@dataclass
+class ArgSpec:
+    """One kernel parameter: its role and layout (``data`` set for inputs and packed constants)."""
+
+    role: str  # "input" | "output" | "workspace" | "packed"
+    shape: tuple[int, ...]
+    dtype: str  # NumPy dtype name
+    data: np.ndarray | None = None
+
+
+@dataclass
+class BuiltKernel:
+    """A candidate ready to run: its library and the arguments to run it on."""
+
+    library: Path
+    args: list[ArgSpec]
+    kernel: Kernel
+
+
+def random_value(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    """Seeded data of ``dtype``: uniform [-1, 1) floats, small non-negative integers, booleans."""
+    if dtype.kind == "f":
+        return rng.uniform(-1.0, 1.0, shape).astype(dtype)
+    if dtype.kind in "iu":
+        return rng.integers(0, 3, shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(bool)
+    raise ValueError(f"no random data for dtype {dtype}")
+
+
+def task_data(gc: GroupCompute, seed: int) -> dict[Tensor, np.ndarray]:
+    """Seeded random values for every placeholder (constants included: tuning must not depend on a
+    model's weights, and one workload may occur with different weights)."""
+    from tessera.loop.te_eval import np_dtype
+
+    rng = np.random.default_rng(random.Random(seed).getrandbits(64))
+    return {t: random_value(t.shape, np_dtype(t.dtype), rng) for t in gc.inputs}
+
+
+def render_kernel_source(gc: GroupCompute, schedules: dict[str, list[Step]], data: dict[Tensor, np.ndarray],
+                         target: Any) -> tuple[str, BuiltKernel]:
+    """Emit and render ``gc`` under ``schedules`` (constants packed from ``data``): the C source and
+    the candidate (its ``library`` not built yet)."""
+    from tessera.codegen.c import render_kernel, render_module
+    from tessera.loop.te_eval import np_dtype
+
+    consts = {t: data[t] for t in gc.constants}
+    kernel = KernelBuilder(KERNEL_NAME, gc.inputs, gc.outputs, consts).build(gc.stages, schedules)
+    lanes = {dt: target.lanes(dt) for dt in ("f32", "f64", "i32", "i64", "i8", "u8")}
+    call = f"{KERNEL_NAME}({', '.join(f'a[{k}]' for k in range(len(kernel.params)))})"
+    source = render_module([render_kernel(kernel, lanes)], _ENTRY.replace("CALL", call))
+    args: list[ArgSpec] = []
+    n_in, n_out = kernel.num_inputs, int(kernel.attrs["num_outputs"])  # type: ignore[call-overload]
+    n_ws = int(kernel.attrs["workspace"])  # type: ignore[call-overload]
+    packed = list(kernel.attrs["packed_constants"])  # type: ignore[call-overload]
+    for k, buf in enumerate(kernel.params):
+        dt = np_dtype(buf.dtype).name
+        if k < n_in:
+            args.append(ArgSpec("input", buf.shape, dt, data[gc.inputs[k]]))
+        elif k < n_in + n_out:
+            args.append(ArgSpec("output", buf.shape, dt))
+        elif k < n_in + n_out + n_ws:
+            args.append(ArgSpec("workspace", buf.shape, dt))
+        else:
+            args.append(ArgSpec("packed", buf.shape, dt, packed[k - n_in - n_out - n_ws]))
+    return source, BuiltKernel(Path(), args, kernel)
+
+
+def build_kernel(gc: GroupCompute, schedules: dict[str, list[Step]], data: dict[Tensor, np.ndarray],
+                 target: Any) -> BuiltKernel:
+    """Render and compile one candidate (the compile cache is content addressed)."""
+    from tessera.targets.toolchain import build_shared_library
+
+    source, built = render_kernel_source(gc, schedules, data, target)
+    built.library = build_shared_library(source, target, "tune_candidate")
+    return built

@@ -1,0 +1,202 @@
+"""The tuning loop: measure each task's default schedule (the reference), then give search rounds
+to the task with the largest expected end-to-end gain, record every measurement as it arrives.
+
+Task scheduling follows TVM's gradient idea: a task's priority is its weight (occurrences) times
+the expected decrease of its best time, estimated from its recent improvement (backward) and an
+optimistic diminishing-returns term (forward: best time / rounds so far)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tessera.tune.cost_model import CostModel
+from tessera.tune.database import Record, TuningDB
+from tessera.tune.harness import BuiltKernel, render_kernel_source, task_data
+from tessera.tune.measure import Measurer, MeasureResult
+from tessera.tune.search import Candidate, TaskSearch
+from tessera.tune.tasks import TuneTask
+
+WINDOW = 3  # rounds over which a task's recent improvement is measured
+BACKWARD_WEIGHT = 0.5
+
+Render = Callable[[TuneTask, Candidate, dict, Any], "tuple[str, BuiltKernel]"]
+
+
+def default_render(task: TuneTask, cand: Candidate, data: dict, target: Any) -> tuple[str, BuiltKernel]:
+    return render_kernel_source(task.gc, cand.schedules, data, target)
+
+
+@dataclass
+class TaskResult:
+    """Outcome of one task after tuning."""
+
+    task: TuneTask
+    default_seconds: float | None
+    best_seconds: float | None
+    trials: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    """What the progress callback sees after each measurement."""
+
+    trials: int
+    budget_trials: int | None
+    budget_seconds: float | None
+    elapsed: float
+    tasks_started: int
+    tasks: int
+    latency: float | None  # sum over tasks of weight x best seconds (None until every default ran)
+    default_latency: float | None
+    task_name: str = ""
+    status: str = ""
+
+
+def tune(tasks: Sequence[TuneTask], target: Any, db: TuningDB, *, trials: int | None = None,
+         seconds: float | None = None, seed: int = 0, batch_size: int = 8, epsilon: float = 0.15,
+         measurer: Any = None, render: Render = default_render,
+         progress: Callable[[Progress], None] | None = None) -> list[TaskResult]:
+    """Tune ``tasks`` for ``target`` until ``trials`` new candidates were measured or ``seconds``
+    passed (at least one budget is required). Resumes from the records in ``db``."""
+    if trials is None and seconds is None:
+        raise ValueError("tune needs a budget: trials or seconds")
+    if trials is not None and trials < 0:
+        raise ValueError(f"trials must be >= 0, got {trials}")
+    t0 = time.perf_counter()
+    own = measurer is None
+    meas = measurer if measurer is not None else Measurer(target)
+    model = CostModel(seed)
+    searches = [TaskSearch(t, target, seed) for t in tasks]
+    data = {t.key: task_data(t.gc, seed) for t in tasks}
+    refs: dict[str, list[np.ndarray]] = {}
+    results = {t.key: TaskResult(t, None, None) for t in tasks}
+    done = 0
+
+    def elapsed() -> float:
+        return time.perf_counter() - t0
+
+    def out_of_budget() -> bool:
+        return (trials is not None and done >= trials) or (seconds is not None and elapsed() >= seconds)
+
+    def report(name: str, status: str) -> None:
+        if progress is None:
+            return
+        have = all(s.best_seconds is not None for s in searches if s.default_seconds is not None)
+        lat = sum(s.task.weight * s.best_seconds for s in searches if s.best_seconds is not None)
+        dlat = sum(s.task.weight * s.default_seconds for s in searches if s.default_seconds is not None)
+        progress(Progress(done, trials, seconds, elapsed(), sum(1 for s in searches if s.rounds), len(searches),
+                          lat if have and lat else None, dlat or None, name, status))
+
+    def save(s: TaskSearch, c: Candidate, res: MeasureResult, is_default: bool) -> None:
+        db.add(Record(s.task.key, target.hash, c.config, [[st.to_json() for st in stage] for stage in c.steps],
+                      res.status, res.seconds, is_default, res.error[:2000], s.task.flops, s.task.name, target.name))
+
+    try:
+        _resume(searches, db, target)
+        # ---- references: every task's default schedule (rebuilt from the cache when resuming) ----
+        order = sorted(searches, key=lambda s: -s.task.weight * s.task.flops)
+        cands = [s.default_candidate() for s in order]
+        built = meas.build([lambda s=s, c=c: render(s.task, c, data[s.task.key], target)
+                            for s, c in zip(order, cands, strict=True)])
+        for s, c, b in zip(order, cands, built, strict=True):
+            res = _run(meas, b, None)
+            if res.status != "ok":
+                s.exhausted = True  # no reference: the task cannot be tuned
+                results[s.task.key].failures[res.status] = 1
+                if s.default_seconds is None:
+                    save(s, c, res, True)
+                continue
+            refs[s.task.key] = res.outputs or []
+            if s.default_seconds is None:
+                s.default_seconds = res.seconds
+                save(s, c, res, True)
+            s.record(c, s.default_seconds, "ok")
+            report(s.task.name, "default")
+        _fit(model, searches)
+        # ---- search rounds -------------------------------------------------------------------------
+        while not out_of_budget():
+            s = _pick(searches)
+            if s is None:
+                break
+            n = batch_size if trials is None else min(batch_size, trials - done)
+            batch = s.propose(model, n, epsilon)
+            s.rounds += 1
+            if not batch:
+                continue
+            built = meas.build([lambda c=c, t=s.task: render(t, c, data[t.key], target) for c in batch])
+            for c, b in zip(batch, built, strict=True):
+                if out_of_budget():
+                    break
+                res = _run(meas, b, refs[s.task.key])
+                s.record(c, res.seconds, res.status)
+                save(s, c, res, False)
+                r = results[s.task.key]
+                r.trials += 1
+                if res.status != "ok":
+                    r.failures[res.status] = r.failures.get(res.status, 0) + 1
+                done += 1
+                report(s.task.name, res.status)
+            s.history.append(s.best_seconds or 0.0)
+            _fit(model, searches)
+    finally:
+        if own:
+            meas.close()
+    for s in searches:
+        r = results[s.task.key]
+        r.default_seconds, r.best_seconds = s.default_seconds, s.best_seconds
+    return [results[t.key] for t in tasks]
+
+
+def _run(meas: Any, built: BuiltKernel | Exception, ref: list[np.ndarray] | None) -> MeasureResult:
+    if isinstance(built, Exception):
+        return MeasureResult("build_error", error=f"{type(built).__name__}: {built}")
+    return meas.run(built, ref)
+
+
+def _resume(searches: list[TaskSearch], db: TuningDB, target: Any) -> None:
+    """Load each task's stored measurements (best, default, what not to measure again)."""
+    for s in searches:
+        for rec in db.records(s.task.key, target.hash):
+            try:
+                c = s.candidate(rec.config)
+            except (ValueError, KeyError, TypeError):
+                continue  # a point of an older knob space
+            if rec.is_default and rec.status == "ok":
+                s.default_seconds = rec.seconds
+            s.record(c, rec.seconds, rec.status)
+
+
+def _fit(model: CostModel, searches: list[TaskSearch]) -> None:
+    xs, ys = [], []
+    for s in searches:
+        if s.default_seconds is None:
+            continue
+        for m in s.measured.values():
+            xs.append(m.features)
+            ys.append(CostModel.target(s.default_seconds, m.seconds if m.status == "ok" else None))
+    model.fit(xs, ys)
+
+
+def _pick(searches: list[TaskSearch]) -> TaskSearch | None:
+    """The live task with the largest expected gain; tasks never searched come first (heaviest first)."""
+    live = [s for s in searches if not s.exhausted and s.best_seconds is not None]
+    if not live:
+        return None
+    fresh = [s for s in live if s.rounds == 0]
+    if fresh:
+        return max(fresh, key=lambda s: s.task.weight * (s.default_seconds or 0.0))
+
+    def gain(s: TaskSearch) -> float:
+        best = s.best_seconds or 0.0
+        h = s.history
+        backward = (h[-1 - WINDOW] - h[-1]) / WINDOW if len(h) > WINDOW else (h[0] - h[-1]) / len(h)
+        forward = best / (s.rounds + 1)
+        return s.task.weight * (BACKWARD_WEIGHT * backward + (1 - BACKWARD_WEIGHT) * forward)
+
+    return max(live, key=gain)
