@@ -160,7 +160,7 @@ class Vec:
 @dataclass(frozen=True, slots=True)
 class Signal:
     """Increment dependency token ``token`` of this core once every earlier instruction of this queue has
-    completed (its results are visible)."""
+    completed (its results are visible); the queue itself goes on issuing."""
 
     OPCODE: ClassVar[str] = "signal"
     queue: str

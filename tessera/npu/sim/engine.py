@@ -6,8 +6,9 @@ Model (per-instruction formulas: :mod:`tessera.npu.sim.costs`):
   concurrently (decoupled machines). An in-order machine (``execution.decoupled = false``) waits for each
   instruction's results (occupancy + latency) before starting the next: DMA and compute never overlap.
 - Dependencies between queues exist only through tokens: ``signal`` fires once everything earlier in its
-  queue is complete (latency included); ``wait`` consumes one signal (a counting semaphore), starting no
-  earlier than that signal. Queue depth is unbounded (no dispatch back-pressure).
+  queue is complete (latency included) without stalling its own queue (completion is tracked by a
+  scoreboard); ``wait`` consumes one signal (a counting semaphore) and stalls its queue until that signal
+  has fired. Queue depth is unbounded (no dispatch back-pressure).
 - ``barrier`` splits every core's program into phases: nothing of phase p+1 starts before every queue of
   every core has completed phase p.
 - DRAM (and the L2, when present) is one channel shared by all cores, reserved first-come first-served in
@@ -246,13 +247,8 @@ class _Engine:
                         seq += 1
                         break
                     continue
-                if tp is Signal:
-                    s = max(t, q.done)
-                    if s > t and heap and heap[0][0] < s:
-                        push(heap, (s, seq, q))  # fire in time order
-                        seq += 1
-                        break
-                    t = s
+                if tp is Signal:  # fires at completion of the queue's earlier work; the queue goes on issuing
+                    s = t if t > q.done else q.done
                     tokens[core][ins.token].append(s)
                     for w in waiters.pop((core, ins.token), ()):
                         push(heap, (s, seq, w))
