@@ -47,6 +47,10 @@ MATRIX_KINDS = {"systolic": ("weight-stationary", "output-stationary"), "dot-pro
 DTYPE_PAIRS = (("i8", "i32"), ("bf16", "f32"))
 VECTOR_OP_CLASSES = ("add", "mul", "max", "min", "shift", "relu", "exp", "rsqrt", "recip", "reduce", "cast",
                      "copy")
+# vector instruction op -> the [vector.cycles] class that prices (and enables) it
+VECTOR_OPS = {"add": "add", "sub": "add", "mul": "mul", "max": "max", "min": "min", "shift": "shift",
+              "relu": "relu", "exp": "exp", "rsqrt": "rsqrt", "recip": "recip", "reduce_sum": "reduce",
+              "reduce_max": "reduce", "cast": "cast", "copy": "copy"}
 STORE_OPS = ("bias", "scale", "relu", "relu6", "clip", "cast")
 DECOUPLED_QUEUES = ("load", "compute", "vector", "store")
 INORDER_QUEUE = "inorder"
@@ -97,6 +101,16 @@ class VectorUnit:
 
     def op_cycles(self, op_class: str) -> int | None:
         return dict(self.cycles).get(op_class)
+
+    def supports(self, op: str, dtype: str | None = None) -> bool:
+        """Whether vector instruction ``op`` (e.g. "reduce_sum", "exp") runs here (on ``dtype`` if given)."""
+        cls = VECTOR_OPS.get(op)
+        return cls is not None and self.op_cycles(cls) is not None and (dtype is None or dtype in self.dtypes)
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        """Vector instruction ops this unit supports."""
+        return tuple(op for op in VECTOR_OPS if self.supports(op))
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,11 @@ from typing import ClassVar
 
 from tessera.errors import TesseraError
 from tessera.npu.dtypes import DTYPES
-from tessera.npu.hw import NpuDescription
+from tessera.npu.hw import VECTOR_OPS, NpuDescription
 
 SPACES = ("dram", "l2", "spad", "acc")
 ACTS = ("none", "relu", "relu6", "clip")
 DATAFLOWS = ("weight-stationary", "output-stationary", "channel-reduction")
-# vector op -> the description's [vector.cycles] class that prices (and enables) it
-VECTOR_OPS = {"add": "add", "sub": "add", "mul": "mul", "max": "max", "min": "min", "shift": "shift",
-              "relu": "relu", "exp": "exp", "rsqrt": "rsqrt", "recip": "recip", "reduce_sum": "reduce",
-              "reduce_max": "reduce", "cast": "cast", "copy": "copy"}
 BINARY_VECTOR_OPS = ("add", "sub", "mul", "max", "min")
 BCAST = ("none", "row", "col")
 CONFIG_KEYS = ("dataflow",)

@@ -135,3 +135,12 @@ queues = ["load", "compute", "store"]
 decoupled = true
 tokens = 8
 """
+
+
+def test_vector_unit_op_support(tmp_path: Path) -> None:
+    v = load_description("npu-gen2").vector
+    assert v.supports("reduce_sum", "bf16") and v.supports("sub") and not v.supports("tanh")
+    assert "exp" in v.ops and "reduce_max" in v.ops
+    path = _variant(tmp_path, "exp = 4\n", "")
+    v2 = load_description(path).vector
+    assert not v2.supports("exp") and "exp" not in v2.ops and v2.supports("add", "f32")
