@@ -214,3 +214,25 @@ def test_deadlock_and_missing_dram() -> None:
     with pytest.raises(NpuProgramError, match="functional simulation needs the initial DRAM"):
         simulate(Program([[Signal("load", 0)]]), G2)
     assert simulate(Program([[Signal("load", 0)]]), G2, functional=False).cycles == 0
+
+
+def test_missing_token_is_reported_as_a_race() -> None:
+    load = DmaLoad("load", Addr("spad", 0), Addr("dram", 0), 64, 64, "i8", 64, 64)
+    gemm = Gemm("compute", Addr("spad", 0), Addr("spad", 0x2000), Addr("acc", 0), 64, 64, 32, "i8", "i32", False,
+                64, 32, 32)
+    with pytest.raises(NpuProgramError, match=r"race: core 0 instruction 1 \(gemm, queue compute.*reads spad "
+                                              r"bytes 0x0.*instruction 0 \(dma.load, queue load.*writes them"):
+        simulate(Program([[load, gemm]]), G2, 1 << 16)
+    simulate(Program([[load, Signal("load", 0), Wait("compute", 0), gemm]]), G2, 1 << 16)  # synchronized: fine
+    simulate(Program([[load, gemm]]), G2, 1 << 16, races=False)  # checker off
+
+
+def test_race_check_is_exact_for_interleaved_strided_regions() -> None:
+    # two queues write alternate 32-byte column blocks of the same 64-byte-wide DRAM matrix at once: no race
+    st = [DmaStore("store", Addr("dram", 0x1000), Addr("spad", 0), 16, 32, "i8", "i8", 32, 64),
+          DmaLoad("load", Addr("spad", 0x800), Addr("dram", 0x1000 + 32), 16, 32, "i8", 64, 32)]
+    simulate(Program([st]), G2, 1 << 16)
+    clash = [st[0], DmaLoad("load", Addr("spad", 0x800), Addr("dram", 0x1000 + 16), 16, 32, "i8", 64, 32)]
+    with pytest.raises(NpuProgramError, match=r"race: core 0 instruction 0 \(dma.store.* writes dram.*"
+                                              r"instruction 1 \(dma.load"):
+        simulate(Program([clash]), G2, 1 << 16)

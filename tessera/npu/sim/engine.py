@@ -46,6 +46,7 @@ from tessera.npu.isa import (
 )
 from tessera.npu.sim.costs import DmaCost, gemm_cycles, vec_cycles
 from tessera.npu.sim.functional import Memories, execute
+from tessera.npu.sim.races import RaceChecker
 
 
 @dataclass
@@ -154,12 +155,15 @@ def _split(program: Program, desc: NpuDescription) -> list[list[_Queue]]:
 
 
 def simulate(program: Program, desc: NpuDescription | str, dram: np.ndarray | bytes | int | None = None, *,
-             functional: bool = True, check: bool = True, trace: bool = False) -> SimResult:
+             functional: bool = True, check: bool = True, trace: bool = False,
+             races: bool | None = None) -> SimResult:
     """Run ``program`` on the chip ``desc``.
 
     ``dram``: initial DRAM contents (uint8 array or bytes; copied) or a size in bytes (zeros); required in
     functional mode. ``functional=False`` only counts cycles (no data). ``check`` validates the program
-    against the description first. ``trace`` records (core, index, queue, start, end) per instruction."""
+    against the description first. ``trace`` records (core, index, queue, start, end) per instruction.
+    ``races`` (default: in functional mode) raises :class:`NpuProgramError` when two queues or cores touch the
+    same bytes (one writing) at overlapping times: a missing signal/wait or barrier."""
     desc = load_description(desc)
     if isinstance(dram, int) and not isinstance(dram, bool):
         dram_arr = np.zeros(dram, np.uint8) if functional else None
@@ -175,16 +179,18 @@ def simulate(program: Program, desc: NpuDescription | str, dram: np.ndarray | by
     if check:
         validate(program, desc, dram_size)
     return _Engine(program, desc, Memories(desc, dram_arr, len(program.cores)) if functional else None,
-                   trace).run()
+                   trace, functional if races is None else races).run()
 
 
 class _Engine:
-    def __init__(self, program: Program, desc: NpuDescription, mem: Memories | None, trace: bool) -> None:
+    def __init__(self, program: Program, desc: NpuDescription, mem: Memories | None, trace: bool,
+                 races: bool) -> None:
         self.program, self.desc, self.mem = program, desc, mem
+        self.races = RaceChecker() if races else None
         self.trace: list[tuple[int, int, str, float, float]] | None = [] if trace else None
 
     def run(self) -> SimResult:  # noqa: C901 - one hot loop, kept flat for speed
-        desc, mem, trace = self.desc, self.mem, self.trace
+        desc, mem, trace, races = self.desc, self.mem, self.trace, self.races
         cores = _split(self.program, desc)
         all_queues = [q for qs in cores for q in qs]
         inorder = not desc.execution.decoupled
@@ -317,6 +323,8 @@ class _Engine:
                 q.free = done if inorder else end
                 if done > q.done:
                     q.done = done
+                if races is not None:
+                    races.check(core, q.name, idx, ins, start, done)
                 if mem is not None:
                     execute(mem, core, ins)
                 if trace is not None:
