@@ -291,16 +291,24 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     optimize: bool = True,
     profile: bool = False,
     tuning: Any = None,
+    **npu_options: Any,
 ) -> Any:
     """Compile ``model`` (a Graph, an ``.onnx``/``.tsr`` path or a zoo name) for ``target``.
 
     Returns a callable :class:`~tessera.runtime.CompiledModel` (NumPy in, list of NumPy out).
     Symbolic dims need ``input_shapes`` (input name -> shape, or symbol -> size); zoo models
-    default to their example inputs' shapes."""
+    default to their example inputs' shapes. An NPU description as ``target`` (``npu-gen2``)
+    gives a :class:`~tessera.targets.npu_target.NpuCompiledModel`; ``npu_options`` (precision,
+    calibration, ...) go to :func:`~tessera.targets.npu_target.compile_graph_npu`."""
     from tessera.runtime.compiled_model import CompiledModel
+    from tessera.targets.npu_target import is_npu_target
 
     t0 = time.perf_counter()
     g, shapes = _load(model, frontend, input_shapes)
+    if is_npu_target(target):
+        return _compile_npu(model, g, shapes, target, optimize, npu_options)
+    if npu_options:
+        raise CompileError(f"unexpected option(s) {', '.join(npu_options)} for CPU target {target!r}")
     tgt = resolve_target(target)
     comp = compile_graph(g, tgt, shapes, optimize, profile=profile, tuning=tuning)
     if not is_native(tgt):
@@ -312,6 +320,18 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     cm.compile_seconds = time.perf_counter() - t0  # type: ignore[attr-defined]
     cm.compilation = comp  # type: ignore[attr-defined]
     return cm
+
+
+def _compile_npu(model: Any, g: Graph, shapes: Any, target: Any, optimize: bool, options: dict[str, Any]) -> Any:
+    """NPU targets; zoo models calibrate int8 on their example inputs unless given calibration data."""
+    from tessera.targets.npu_target import compile_graph_npu
+
+    if options.get("calibration") is None and isinstance(model, str) and not Path(model).exists():
+        from tessera.models import MODEL_NAMES, get_model
+
+        if model in MODEL_NAMES:
+            options = {**options, "calibration": [[t.numpy() for t in get_model(model).example_inputs]]}
+    return compile_graph_npu(_static(g, shapes), target, optimize=optimize, **options)
 
 
 def _load(model: Any, frontend: str, input_shapes: Mapping[str, Any] | None) -> tuple[Graph, Any]:

@@ -319,7 +319,7 @@ def estimate_cycles(spec: GemmSpec, t: Tiling, m: Machine) -> float:
     isz, osz, asz = SIZES[spec.in_dtype], SIZES[spec.out_dtype], SIZES[spec.acc_dtype]
     ksteps = _cdiv(spec.k, t.kb)
     bias_acc = spec.bias_addr is not None and "bias" not in m.store_ops
-    worst = 0.0
+    worst = total_dram = 0.0
     for tiles in core_tiles(spec, t, m.cores):
         comp = dram = 0.0
         prev_a = prev_b = None
@@ -337,6 +337,7 @@ def estimate_cycles(spec: GemmSpec, t: Tiling, m: Machine) -> float:
                 folds = _cdiv(me, lm or me) * _cdiv(ke, lk or ke) * _cdiv(ne, ln or ne)
                 stream = me if lm is None else ke if lk is None else ne
                 comp += folds * stream + m.fill_latency
-        dma = dram / (m.dram_bytes_per_cycle / m.cores)
+        total_dram += dram
+        dma = dram / m.dram_bytes_per_cycle
         worst = max(worst, max(comp, dma) if t.buffers == 2 else comp + dma)
-    return worst
+    return max(worst, total_dram / m.dram_bytes_per_cycle)

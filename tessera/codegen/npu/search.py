@@ -27,7 +27,7 @@ def _key(spec: GemmSpec, m: Machine, desc_hash: str) -> tuple:
 
 
 def choose_tiling(spec: GemmSpec, m: Machine, desc_hash: str, dram_bytes: int, measure: Measure | None,
-                  top: int = 3, tag: str = "layer") -> Tiling:
+                  top: int = 8, tag: str = "layer") -> Tiling:
     """The fastest of the ``top`` best-estimated tilings, measured with ``measure`` (the estimate's best
     when ``measure`` is None)."""
     key = _key(spec, m, desc_hash)
