@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tessera.codegen.c_types import FLOATS, NARROW, SIGNED, UNSIGNED, c_type, literal
+from tessera.codegen.c_types import FLOATS, HALF, NARROW, SIGNED, UNSIGNED, c_type, half_cast, literal
 from tessera.loop.expr import BinOp, Call, Cast, Const, Expr, Load, Ranges, Select, Var, bounds, is_int
 
 _CMP = {"lt": "<", "le": "<=", "eq": "==", "ne": "!="}
@@ -108,6 +108,8 @@ class ScalarExprs:
         src = e.value.dtype
         c_type(src)
         a = self.sexpr(e.value)
+        if src in HALF or e.dtype in HALF:
+            return half_cast(a, src, e.dtype)
         if e.dtype == "bool":
             return f"({a} != 0)"
         if src in FLOATS and e.dtype in ("u8", "u16", "u32"):

@@ -12,10 +12,13 @@ C_TYPES: dict[str, str] = {
     "i8": "int8_t", "i16": "int16_t", "i32": "int32_t", "i64": "int64_t",
     "u8": "uint8_t", "u16": "uint16_t", "u32": "uint32_t", "u64": "uint64_t",
     "bool": "uint8_t",
+    # 16-bit floats are stored as their bit patterns and only converted (see half_cast)
+    "f16": "uint16_t", "bf16": "uint16_t",
 }
 WIDTH: dict[str, int] = {"f32": 4, "f64": 8, "i8": 1, "i16": 2, "i32": 4, "i64": 8, "u8": 1, "u16": 2, "u32": 4,
-                         "u64": 8, "bool": 1}
+                         "u64": 8, "bool": 1, "f16": 2, "bf16": 2}
 FLOATS = ("f32", "f64")
+HALF = ("f16", "bf16")
 SIGNED = ("i8", "i16", "i32", "i64")
 UNSIGNED = ("u8", "u16", "u32", "u64")
 NARROW = ("i8", "i16", "u8", "u16")  # C promotes these to int: results are cast back to wrap
@@ -39,9 +42,7 @@ def check_ident(name: str, what: str) -> str:
 
 
 def c_type(dtype: str) -> str:
-    """C element type of a dtype (bool is stored as uint8_t)."""
-    if dtype in ("f16", "bf16"):
-        raise NotImplementedError(f"the C backend does not support {dtype} yet")
+    """C element type of a dtype (bool is stored as uint8_t, float16/bfloat16 as uint16_t bits)."""
     try:
         return C_TYPES[dtype]
     except KeyError:
@@ -64,6 +65,11 @@ def vector_ok(dtype: str, lanes: int) -> bool:
 def literal(value: int | float | bool, dtype: str) -> str:
     """A C literal of exactly ``dtype``'s value (float32 constants are rounded to float32 first)."""
     c_type(dtype)
+    if dtype in HALF:
+        from tessera.graph.dtypes import DType
+
+        bits = int(np.array(value, DType.parse(dtype).np).view(np.uint16))
+        return f"((uint16_t){bits:#06x})"
     if dtype in FLOATS:
         v = float(value)
         cast = "(float)" if dtype == "f32" else "(double)"
@@ -84,6 +90,23 @@ def literal(value: int | float | bool, dtype: str) -> str:
     if v == -(2**63):
         return "(-INT64_C(9223372036854775807) - 1)"
     return f"INT64_C({v})" if v >= 0 else f"(-INT64_C({-v}))"
+
+
+def half_cast(a: str, src: str, dst: str) -> str:
+    """C text converting ``a`` (of dtype ``src``) to ``dst`` where either is float16/bfloat16:
+    half values widen to float exactly; conversions to half round to nearest even, once
+    (float16 from double directly, as NumPy; bfloat16 through float, as ml_dtypes)."""
+    if src in HALF:
+        a = f"tsr_{src}_to_f32({a})"
+        src = "f32"
+        if dst == "f32":
+            return a
+        if dst not in HALF:
+            return f"(({c_type(dst)})({a}))" if dst != "bool" else f"({a} != 0)"
+    if dst not in HALF:
+        raise ValueError(f"half_cast: neither {src} nor {dst} is a 16-bit float")
+    wide = "f32" if src == "f32" else "f64"
+    return f"tsr_{wide}_to_{dst}({a if src == wide else f'(double)({a})'})"
 
 
 def _vector_typedefs() -> list[str]:
@@ -146,6 +169,44 @@ static inline T tsr_floordiv_##S(T a, T b) { \
 }
 TSR_FLOAT_HELPERS(float, f32, fmodf, floorf, copysignf)
 TSR_FLOAT_HELPERS(double, f64, fmod, floor, copysign)
+static inline float tsr_bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f;
+}
+static inline uint16_t tsr_f32_to_bf16(float x) {
+  uint32_t u; memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+static inline uint16_t tsr_f64_to_bf16(double x) { return tsr_f32_to_bf16((float)x); }
+#ifdef __FLT16_MAX__
+static inline float tsr_f16_to_f32(uint16_t h) { _Float16 f; memcpy(&f, &h, 2); return (float)f; }
+static inline uint16_t tsr_f64_to_f16(double x) { _Float16 f = (_Float16)x; uint16_t h; memcpy(&h, &f, 2); return h; }
+static inline uint16_t tsr_f32_to_f16(float x) { _Float16 f = (_Float16)x; uint16_t h; memcpy(&h, &f, 2); return h; }
+#else
+static inline float tsr_f16_to_f32(uint16_t h) {
+  uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
+  if (e == 0x1f) u = s | 0x7f800000u | (m << 13);
+  else if (e) u = s | ((e + 112) << 23) | (m << 13);
+  else if (!m) u = s;
+  else { float f = (float)m * 5.9604644775390625e-8f; memcpy(&u, &f, 4); u |= s; }
+  float f; memcpy(&f, &u, 4); return f;
+}
+static inline uint16_t tsr_f32_to_f16(float x) {
+  uint32_t u; memcpy(&u, &x, 4);
+  uint16_t s = (uint16_t)((u >> 16) & 0x8000u);
+  uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return s | 0x7e00u;
+  if (a >= 0x477ff000u) return s | 0x7c00u;  /* rounds to infinity */
+  if (a < 0x38800000u) {  /* subnormal or zero: adding 0.5 aligns the mantissa, rounding to even */
+    float f; memcpy(&f, &a, 4); f += 0.5f; uint32_t b; memcpy(&b, &f, 4);
+    return s | (uint16_t)(b - 0x3f000000u);
+  }
+  a += ((uint32_t)(15 - 127) << 23) + 0xfffu + ((a >> 13) & 1u);
+  return s | (uint16_t)(a >> 13);
+}
+static inline uint16_t tsr_f64_to_f16(double x) { return tsr_f32_to_f16((float)x); }
+#endif
 static inline void* tsr_alloc(size_t n) {
   void* p = aligned_alloc(64, n == 0 ? 64 : (n + 63) / 64 * 64);
   if (!p) abort();

@@ -10,6 +10,10 @@ the op's registry entry (key ``"compute"``). The pattern drives fusion:
 - ``anchor``: a reduction heavy enough to be a kernel's core (matmul, convolution) whose
   elementwise consumers fuse into its epilogue;
 - ``opaque``: never fused.
+
+float16 and bfloat16 are storage types: a definition computes in float32 and rounds once when
+it stores (:func:`compute_half_in_f32`, applied to every definition registered with
+``half="widen"``, the default). Definitions that only convert (Cast) register ``half="native"``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from tessera.graph.dtypes import DType
 from tessera.graph.registry import extend_op, get_op
 from tessera.graph.tensor_type import TensorType
-from tessera.loop.te import Tensor
+from tessera.loop.expr import BinOp, Call, Cast, Expr, Reduce, cast, children
+from tessera.loop.te import Tensor, compute, topo_order
 
 PATTERNS = ("elementwise", "injective", "reduction", "anchor", "opaque")
+HALF_DTYPES = ("f16", "bf16")  # stored in 16 bits, computed in float32
 
 
 @dataclass
@@ -66,16 +73,73 @@ class ComputeDef:
     const_inputs: tuple[int, ...] = ()
 
 
-def compute_def(op: str, pattern: str, const_inputs: tuple[int, ...] = ()) -> Callable[[ComputeFn], ComputeFn]:
-    """Decorator: register ``fn`` as the compute definition of operator ``op``."""
+def compute_def(op: str, pattern: str, const_inputs: tuple[int, ...] = (),
+                half: str = "widen") -> Callable[[ComputeFn], ComputeFn]:
+    """Decorator: register ``fn`` as the compute definition of operator ``op``. ``half="widen"``
+    runs ``fn`` on float32 views of float16/bfloat16 operands (:func:`compute_half_in_f32`);
+    ``"native"`` passes them through (the definition must only convert them)."""
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}")
+    if half not in ("widen", "native"):
+        raise ValueError(f"unknown half-precision mode {half!r}")
 
     def deco(fn: ComputeFn) -> ComputeFn:
-        extend_op(op, "compute", ComputeDef(fn, pattern, const_inputs))
+        registered = compute_half_in_f32(fn) if half == "widen" else fn
+        extend_op(op, "compute", ComputeDef(registered, pattern, const_inputs))
         return fn
 
     return deco
+
+
+def _wide_type(t: TensorType | None) -> TensorType | None:
+    return t.with_dtype(DType.float32) if t is not None and t.dtype.value in HALF_DTYPES else t
+
+
+def compute_half_in_f32(fn: ComputeFn) -> ComputeFn:
+    """``fn`` with float16/bfloat16 inputs read as float32, run at float32, and each half
+    output rounded once on store. Ops without half operands call ``fn`` unchanged."""
+
+    def run(ctx: ComputeContext) -> list[Tensor]:
+        types = [t for t in (*ctx.in_types, *ctx.out_types) if t is not None]
+        if not any(t.dtype.value in HALF_DTYPES for t in types):
+            return fn(ctx)
+        inputs = [t if t is None or t.dtype not in HALF_DTYPES
+                  else compute(t.shape, lambda *i, s=t: cast(s[i], "f32"), "widen") for t in ctx.inputs]
+        consts = [c.astype("float32") if c is not None and c.dtype.itemsize == 2 and c.dtype.kind not in "iub"
+                  else c for c in ctx.consts]
+        wide = ComputeContext(inputs, ctx.attrs, [_wide_type(t) for t in ctx.in_types],
+                              [_wide_type(t) for t in ctx.out_types], consts, ctx.name)  # type: ignore[arg-type]
+        outs = fn(wide)
+        narrowed = []
+        for o, t in zip(outs, ctx.out_types, strict=False):
+            dt = t.dtype.value
+            if dt in HALF_DTYPES and o.dtype != dt:
+                o = compute(o.shape, lambda *i, s=o, d=dt: cast(s[i], d), "narrow")
+            narrowed.append(o)
+        check_half_arithmetic(narrowed, ctx.name)
+        return narrowed + outs[len(narrowed):]
+
+    run.__name__ = getattr(fn, "__name__", "compute")
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def check_half_arithmetic(outputs: list[Tensor], name: str = "") -> None:
+    """Raise NotImplementedError if a tensor computes on float16/bfloat16 values directly
+    (anything but loading, selecting or converting them): code generators store half values
+    as bits and only convert them."""
+
+    def visit(e: Expr) -> None:
+        if isinstance(e, (BinOp, Call, Reduce)) and any(c.dtype in HALF_DTYPES for c in children(e)):
+            raise NotImplementedError(f"{name}: arithmetic on {e.dtype} values (compute in float32 instead)")
+        if isinstance(e, Cast) and e.value.dtype in HALF_DTYPES and e.dtype not in ("f32", *HALF_DTYPES):
+            raise NotImplementedError(f"{name}: {e.value.dtype} is converted to float32 only")
+        for c in children(e):
+            visit(c)
+
+    for t in topo_order(outputs):
+        if t.body is not None:
+            visit(t.body)
 
 
 def get_compute(op: str) -> ComputeDef | None:

@@ -230,13 +230,12 @@ def test_compile_cache_second_compile_fast_without_gcc(tmp_path: Path, monkeypat
 
 # ---- errors --------------------------------------------------------------------------------------
 def test_compile_error_names_op_and_node() -> None:
-    b = GB("scatter")
+    b = GB("topk")
     x = b.input("x", (4, 5))
-    i = b.input("i", (2, 5), "i64")
-    u = b.input("u", (2, 5))
-    y = b.op("ScatterElements", [x, i, u], name="my_scatter_node", axis=0)
-    with pytest.raises(CompileError, match=r"ScatterElements.*my_scatter_node"):
-        compile_graph(b.done(y), TARGET)
+    k = b.const("k", np.array([2], np.int64))
+    b.op("TopK", [x, k], name="my_topk_node", outs=["v", "i"], axis=1)  # TopK: no compute definition
+    with pytest.raises(CompileError, match=r"TopK.*my_topk_node"):
+        compile_graph(b.done("v", "i"), TARGET)
 
 
 # ---- hostile names ----------------------------------------------------------------------------------

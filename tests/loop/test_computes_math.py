@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -347,10 +348,24 @@ def test_softmax_is_three_stages() -> None:
     assert [t.shape for t in stages] == [(2, 3), (2, 3), (2, 5, 3)]
 
 
-def test_float16_rejected() -> None:
-    x = np.ones((2, 3), np.float16)
-    with pytest.raises(NotImplementedError, match="Add: no compute definition for dtype f16"):
-        lower("Add", [x, x], (), 1, {})
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16])
+def test_half_computes_in_f32_and_rounds_once(dtype: Any) -> None:
+    x = (f32(4, 5) * 100).astype(dtype)
+    y = (f32(4, 5) * 100).astype(dtype)
+    outs, phs, _, _ = lower("Add", [x, y], (), 1, {})
+    assert outs[0].dtype == DType.from_np(dtype).value
+    got = evaluate(outs, [(phs[0], x), (phs[1], y)])
+    want = (x.astype(np.float32) + y.astype(np.float32)).astype(dtype)
+    np.testing.assert_array_equal(got[0].view(np.uint16), want.view(np.uint16))
+
+
+def test_half_arithmetic_is_rejected() -> None:
+    from tessera.loop.compute import check_half_arithmetic
+    from tessera.loop.te import compute
+
+    x = placeholder((3,), "f16", "x")
+    with pytest.raises(NotImplementedError, match="arithmetic on f16"):
+        check_half_arithmetic([compute((3,), lambda i: x[i] + x[i])], "add")
 
 
 def test_reduce_axes_must_be_constant() -> None:

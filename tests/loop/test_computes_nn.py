@@ -411,6 +411,33 @@ def test_gather_nd(data: tuple[int, ...], idx: list, b: int) -> None:
     check("GatherND", [rand(*data), np.array(idx, np.int64)], {"batch_dims": b})
 
 
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_scatter_elements(reduction: str, axis: int) -> None:
+    data = rand(4, 5)
+    n = data.shape[axis]
+    ishape = (6, 3) if axis == 0 else (3, 7)  # more updates than the axis: duplicates; fewer rows: partial
+    check("ScatterElements", [data, RNG.integers(-n, n, ishape), rand(*ishape)], {"axis": axis, "reduction": reduction})
+
+
+def test_scatter_elements_int_last_duplicate_wins() -> None:
+    data = np.zeros((2, 4), np.int32)
+    idx = np.array([[1, 1, 3], [0, -4, 2]], np.int64)
+    upd = np.array([[5, 6, 7], [8, 9, 10]], np.int32)
+    check("ScatterElements", [data, idx, upd], {"axis": 1})
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+@pytest.mark.parametrize(("data", "idx"), [
+    ((4, 3, 2), [[1], [-1], [1]]),  # slices, a duplicate
+    ((4, 3), [[[0, 1], [3, -1]], [[0, 1], [2, 2]]]),  # elements, batched rows of indices
+])
+def test_scatter_nd(reduction: str, data: tuple[int, ...], idx: list) -> None:
+    ind = np.array(idx, np.int64)
+    upd = rand(*ind.shape[:-1], *data[ind.shape[-1]:])
+    check("ScatterND", [rand(*data), ind, upd], {"reduction": reduction})
+
+
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_one_hot(axis: int) -> None:
     idx = np.array([[0, 3, -1], [4, -5, 2]], np.int64)
@@ -424,12 +451,9 @@ def test_one_hot(axis: int) -> None:
 # Registered operators of the linalg / nn / pooling / shape / indexing families with no compute
 # definition, and why.
 NO_COMPUTE = {
-    "MatMulInteger": "integer matmul (quantized path) is not needed at this stage",
     "Compress": "output size depends on the data",
     "NonZero": "output size depends on the data",
     "Unique": "output size depends on the data",
-    "ScatterElements": "a scatter writes outputs chosen by the data: not an expression of the output index",
-    "ScatterND": "a scatter writes outputs chosen by the data: not an expression of the output index",
     "TopK": "a sort, not a tensor expression",
 }
 FAMILIES = {f"tessera.graph.ops.{m}" for m in ("linalg", "nn", "pooling", "shape", "indexing")}

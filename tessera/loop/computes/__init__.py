@@ -8,6 +8,7 @@ from tessera.loop.computes import (  # noqa: F401
     nn,
     normalization,
     pooling,
+    quantize,
     reduce,
     shape,
 )

@@ -4,16 +4,15 @@ unary math (ONNX semantics, matching the registry references in ``tessera.graph.
 Float math is expressed in the tensor's own dtype (the references compute in float64 and round
 once; the difference stays within float32 rounding). Integer ``div`` truncates toward zero,
 ``mod`` takes the divisor's sign and ``fmod`` the dividend's. ``round`` rounds half to even.
-float16/bfloat16 tensors are not supported yet: every definition here raises
-NotImplementedError for them (see :func:`math_compute`).
+float16/bfloat16 operands are computed in float32 and rounded on store (see
+:func:`tessera.loop.compute.compute_half_in_f32`); Cast converts them directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import wraps
 
-from tessera.loop.compute import ComputeContext, ComputeFn, compute_def
+from tessera.loop.compute import HALF_DTYPES, ComputeContext, ComputeFn, compute_def
 from tessera.loop.computes.common import broadcast_load
 from tessera.loop.expr import (
     BOOL,
@@ -30,31 +29,12 @@ from tessera.loop.expr import (
 )
 from tessera.loop.te import Tensor, compute
 
-UNSUPPORTED_DTYPES = ("f16", "bf16")
 FLOATS = ("f32", "f64")
 
 
-def check_dtypes(ctx: ComputeContext, op: str) -> None:
-    """Raise NotImplementedError if an input or output has a dtype the definitions do not cover."""
-    for t in [*ctx.in_types, *ctx.out_types]:
-        if t is not None and t.dtype.value in UNSUPPORTED_DTYPES:
-            raise NotImplementedError(
-                f"{op}: no compute definition for dtype {t.dtype.value} yet (f32, f64, integers, bool only)")
-
-
 def math_compute(op: str, pattern: str, const_inputs: tuple[int, ...] = ()) -> Callable[[ComputeFn], ComputeFn]:
-    """``compute_def`` that first rejects unsupported dtypes (float16/bfloat16)."""
-
-    def deco(fn: ComputeFn) -> ComputeFn:
-        @wraps(fn)
-        def checked(ctx: ComputeContext) -> list[Tensor]:
-            check_dtypes(ctx, op)
-            return fn(ctx)
-
-        compute_def(op, pattern, const_inputs)(checked)
-        return fn
-
-    return deco
+    """``compute_def`` of a math operator (float16/bfloat16 operands computed in float32)."""
+    return compute_def(op, pattern, const_inputs)
 
 
 def unary(ctx: ComputeContext, fn: Callable[[Expr], Expr], name: str) -> list[Tensor]:
@@ -255,18 +235,21 @@ def _where(ctx: ComputeContext) -> list[Tensor]:
 
 
 def cast_expr(x: Expr, dtype: str) -> Expr:
-    """ONNX Cast of a value: to bool is ``x != 0``; float to int truncates toward zero."""
+    """ONNX Cast of a value: to bool is ``x != 0``; float to int truncates toward zero. A
+    float16/bfloat16 value is widened to float32 first (exact); conversions *to* them round once."""
+    if x.dtype in HALF_DTYPES and dtype not in HALF_DTYPES:
+        x = cast(x, "f32")
     if dtype == BOOL and x.dtype != BOOL:
         return x.ne(const(0, x.dtype))
     return cast(x, dtype)
 
 
-@math_compute("Cast", "elementwise")
+@compute_def("Cast", "elementwise", half="native")
 def _cast(ctx: ComputeContext) -> list[Tensor]:
     return unary(ctx, lambda x: cast_expr(x, ctx.out_dtype()), "cast")
 
 
-@math_compute("CastLike", "elementwise")
+@compute_def("CastLike", "elementwise", half="native")
 def _castlike(ctx: ComputeContext) -> list[Tensor]:
     x = ctx.input(0)
     return [compute(ctx.out_shape(), lambda *i: cast_expr(x[i], ctx.out_dtype()), "castlike")]

@@ -1,4 +1,5 @@
-"""Compute definitions: indexing (Gather, GatherElements, GatherND, Slice, OneHot).
+"""Compute definitions: indexing (Gather, GatherElements, GatherND, Slice, OneHot, ScatterElements,
+ScatterND).
 
 Index tensors may be run-time values: the definition loads them, wraps negative indices
 (ONNX) and clamps into the axis so that a bad index cannot read out of bounds (the reference
@@ -6,13 +7,17 @@ raises instead). Slice bounds are compile-time constants."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
+
 from tessera.errors import CompileError
 from tessera.graph.ops.indexing import slice_range
 from tessera.loop.compute import ComputeContext, compute_def
-from tessera.loop.computes.nn import clamp
+from tessera.loop.computes.nn import clamp, pad_value
 from tessera.loop.computes.shape import const_ints
-from tessera.loop.expr import Expr, cast, const, select
-from tessera.loop.te import Tensor, compute
+from tessera.loop.expr import Expr, Var, cast, const, logical_and, maximum, minimum, select
+from tessera.loop.te import Tensor, compute, reduce, reduce_axis
 
 
 def wrap_index(v: Expr, n: int) -> Expr:
@@ -96,3 +101,101 @@ def _one_hot(ctx: ComputeContext) -> list[Tensor]:
         return select(v.eq(o[axis]), values[const(1)], values[const(0)])
 
     return [compute(out, body, "one_hot")]
+
+
+# ---- scatters ------------------------------------------------------------------------------------
+# An output element is its data element combined with every update that lands on it: a reduction
+# over the update positions that could hit it, guarded by "the index equals my position". With
+# reduction "none" the last such update (in index order, as the reference) wins: a max-reduction
+# finds its position. Cost: O(outputs x candidate updates); no write conflicts to order.
+
+_COMBINERS = {"add": ("sum", 0.0), "mul": ("prod", 1.0), "max": ("max", -np.inf), "min": ("min", np.inf)}
+Candidates = Callable[[tuple[Expr, ...]], tuple[Expr, Expr, list[tuple[Var, int]]]]
+
+
+def _scatter_reduced(data: Tensor, reduction: str, candidates: Candidates) -> Tensor:
+    """Each data element combined with the reduction of the updates that hit it;
+    ``candidates(o)`` gives (hit, update value, reduction axes) for output index ``o``."""
+    combiner, identity = _COMBINERS[reduction]
+    ident = pad_value(data.dtype, identity) if combiner in ("max", "min") else const(identity, data.dtype)
+
+    def gathered(*o: Expr) -> Expr:
+        hit, v, axes = candidates(o)
+        return reduce(combiner, select(hit, v, ident), *axes)
+
+    r = compute(data.shape, gathered, "scatter_updates")
+    fn = {"sum": lambda a, b: a + b, "prod": lambda a, b: a * b, "max": maximum, "min": minimum}[combiner]
+    return compute(data.shape, lambda *o: fn(data[o], r[o]), "scatter")
+
+
+def _scatter_last(data: Tensor, extents: list[int], hit_at: Callable[[tuple[Expr, ...], tuple[Expr, ...]], Expr],
+                  upd_at: Callable[[tuple[Expr, ...], tuple[Expr, ...]], Expr]) -> Tensor:
+    """Reduction "none": the last candidate ``u`` (over ``extents``, C order) that hits each
+    output element, or -1; then that update, or the data element."""
+    strides = [int(np.prod(extents[k + 1:])) for k in range(len(extents))]
+
+    def last(*o: Expr) -> Expr:
+        axes = [reduce_axis(n, "u") for n in extents]
+        u = tuple(a[0] for a in axes)
+        lin: Expr = const(0)
+        for x, s in zip(u, strides, strict=True):
+            lin = lin + x * s
+        return reduce("max", select(hit_at(o, u), cast(lin, "i64"), const(-1, "i64")), *axes)
+
+    found = compute(data.shape, last, "scatter_last")
+
+    def body(*o: Expr) -> Expr:
+        f = found[o]
+        u = tuple(clamp(f // s % n if k else f // s, 0, n - 1)
+                  for k, (s, n) in enumerate(zip(strides, extents, strict=True)))
+        return select(f.ge(0), upd_at(o, u), data[o])
+
+    return compute(data.shape, body, "scatter")
+
+
+@compute_def("ScatterElements", "reduction")
+def _scatter_elements(ctx: ComputeContext) -> list[Tensor]:
+    data, ind, upd = ctx.input(0), ctx.input(1), ctx.input(2)
+    axis = int(ctx.attrs["axis"]) % data.ndim
+    reduction = ctx.attrs["reduction"]
+
+    def at(o: tuple[Expr, ...], u: tuple[Expr, ...]) -> tuple[Expr, ...]:
+        # the update whose non-axis coordinates are the output's (clamped; ``hit`` guards the range)
+        return tuple(u[0] if d == axis else clamp(o[d], 0, ind.shape[d] - 1) for d in range(data.ndim))
+
+    def hit(o: tuple[Expr, ...], u: tuple[Expr, ...]) -> Expr:
+        inside = [o[d].lt(ind.shape[d]) for d in range(data.ndim) if d != axis and ind.shape[d] < data.shape[d]]
+        return logical_and(*inside, wrap_index(ind[at(o, u)], data.shape[axis]).eq(o[axis]))
+
+    if reduction == "none":
+        return [_scatter_last(data, [ind.shape[axis]], hit, lambda o, u: upd[at(o, u)])]
+
+    def candidates(o: tuple[Expr, ...]) -> tuple[Expr, Expr, list[tuple[Var, int]]]:
+        r = reduce_axis(ind.shape[axis], "u")
+        return hit(o, (r[0],)), upd[at(o, (r[0],))], [r]
+
+    return [_scatter_reduced(data, reduction, candidates)]
+
+
+@compute_def("ScatterND", "reduction")
+def _scatter_nd(ctx: ComputeContext) -> list[Tensor]:
+    data, ind, upd = ctx.input(0), ctx.input(1), ctx.input(2)
+    m = ind.shape[-1]
+    rows = list(ind.shape[:-1])
+    reduction = ctx.attrs["reduction"]
+
+    def hit(o: tuple[Expr, ...], u: tuple[Expr, ...]) -> Expr:
+        return logical_and(*(wrap_index(ind[(*u, const(j))], data.shape[j]).eq(o[j]) for j in range(m)))
+
+    def upd_at(o: tuple[Expr, ...], u: tuple[Expr, ...]) -> Expr:
+        return upd[(*u, *o[m:])]
+
+    if reduction == "none":
+        return [_scatter_last(data, rows, hit, upd_at)]
+
+    def candidates(o: tuple[Expr, ...]) -> tuple[Expr, Expr, list[tuple[Var, int]]]:
+        axes = [reduce_axis(n, "u") for n in rows]
+        u = tuple(a[0] for a in axes)
+        return hit(o, u), upd_at(o, u), axes
+
+    return [_scatter_reduced(data, reduction, candidates)]

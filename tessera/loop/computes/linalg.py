@@ -10,7 +10,7 @@ from tessera.loop.expr import Expr, const
 from tessera.loop.te import Tensor, compute, reduce_axis, rsum
 
 
-def _batch_index(t_batch: tuple[int, ...], batch: tuple[Expr, ...]) -> tuple[Expr, ...]:
+def batch_index(t_batch: tuple[int, ...], batch: tuple[Expr, ...]) -> tuple[Expr, ...]:
     """Index of an operand's batch dims (right-aligned, size-1 dims broadcast) in the output batch."""
     own = batch[len(batch) - len(t_batch):] if t_batch else ()
     return tuple(const(0) if d == 1 else x for d, x in zip(t_batch, own, strict=True))
@@ -33,8 +33,8 @@ def _matmul(ctx: ComputeContext) -> list[Tensor]:
         rest = list(idx[n_batch:])
         m = None if a_vec else rest.pop(0)
         n = None if b_vec else rest.pop(0)
-        ai = (k[0],) if a_vec else (*_batch_index(a.shape[:-2], batch), m, k[0])
-        bi = (k[0],) if b_vec else (*_batch_index(b.shape[:-2], batch), k[0], n)
+        ai = (k[0],) if a_vec else (*batch_index(a.shape[:-2], batch), m, k[0])
+        bi = (k[0],) if b_vec else (*batch_index(b.shape[:-2], batch), k[0], n)
         return rsum(a[ai] * b[bi], k)
 
     return [compute(out, body, "matmul")]
