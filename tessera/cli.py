@@ -58,7 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain-fusion", action="store_true",
                    help="print why each producer->consumer edge was left unfused")
     p.add_argument("--dump", metavar="DIR",
-                   help="write the generated C source and each kernel's loop IR and schedule into DIR")
+                   help="write the generated C source and each kernel's loop IR and schedule into DIR "
+                        "(NPU targets: each layer's program as assembly text)")
+    p.add_argument("--report", action="store_true",
+                   help="NPU targets: print per-layer cycles, MAC utilization, bound and the end-to-end totals")
+    p.add_argument("--precision", choices=("auto", "int8", "bf16"), default="auto",
+                   help="NPU targets: matrix precision (auto: bf16 where the description lists it, else int8)")
+    p.add_argument("--calibration", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="NPU int8: one calibration input per model input (zoo models default to their examples)")
 
     p = sub.add_parser("run", help="compile and run a model (or run a saved .tsa artifact) on .npy inputs")
     p.add_argument("model", help="an .onnx file, a saved .tsr graph, a zoo model name, or a compiled .tsa artifact")
@@ -289,6 +296,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         raise TesseraError(f"artifact path must end in .tsa, got {out}")
     g = load_model(args.model, args.frontend)
     shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
+    from tessera.targets.npu_target import is_npu_target
+
+    if is_npu_target(args.target):
+        return _cmd_compile_npu(args, g, shapes)
     explain: list[str] | None = [] if args.explain_fusion else None
     comp = compile_graph(g, args.target, shapes, explain_fusion=explain)
     if explain is not None:
@@ -310,6 +321,45 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     print(f"artifact: {out} ({_fmt_bytes(out.stat().st_size)})")
     if args.dump:
         print(f"dumped C source, loop IR and schedules to {args.dump}")
+    return 0
+
+
+def _cmd_compile_npu(args: argparse.Namespace, g: Any, shapes: dict[str, Any] | None) -> int:
+    """Compile for an NPU description; print the summary (and with --report the per-layer table)."""
+    from tessera.compiler import compile as tessera_compile
+
+    if args.output:
+        raise TesseraError(f"NPU target {args.target}: programs are not saved as .tsa artifacts; "
+                           "use --dump DIR for their assembly text")
+    feeds = _load_inputs(args.calibration)
+    calibration = [feeds] if feeds else None
+    if calibration is None and not Path(args.model).exists():
+        from tessera.models import MODEL_NAMES, get_model
+
+        if args.model in MODEL_NAMES:
+            calibration = [[t.numpy() for t in get_model(args.model).example_inputs]]
+    cm = tessera_compile(g, args.target, shapes, precision=args.precision, calibration=calibration)
+    rep = cm.report()
+    print(f"compiled {g.name} for {rep.target} ({rep.precision}): {len(rep.layers)} NPU layer(s), "
+          f"{rep.host_ops} host op(s) in {cm.compile_seconds:.2f} s")
+    if args.report:
+        print(rep.table())
+    else:
+        print(f"total cycles {rep.total_cycles:,}; MAC utilization {rep.matrix_utilization:.1%} over conv/matmul "
+              f"time, {rep.end_to_end_utilization:.1%} end to end (--report for the per-layer table)")
+    if args.dump:
+        from tessera.npu import disassemble
+        from tessera.utils import atomic_output
+
+        folder = Path(args.dump)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TesseraError(f"cannot create dump folder {folder}: {e}") from e
+        for tag, layer in cm.layers.items():
+            with atomic_output(folder / f"{tag}.npu.s") as tmp:
+                tmp.write_text(f"# {tag}: {layer.tiling}\n" + disassemble(layer.program))
+        print(f"dumped {len(cm.layers)} layer program(s) to {folder}")
     return 0
 
 
@@ -360,7 +410,26 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     print(f"host -> {h.name}: {h.effective_cores()} core(s), L1d {_fmt_bytes(h.caches.l1d)}, "
           f"L2 {_fmt_bytes(h.caches.l2)}, L3 {_fmt_bytes(h.caches.l3) if h.caches.l3 else '-'}, "
           f"peak {h.peak_gflops():.0f} GFLOP/s")
+    _print_npu_targets(console)
     return 0
+
+
+def _print_npu_targets(console: Any) -> None:
+    """The built-in NPU descriptions with their key figures (simulated: they compile anywhere)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from tessera.npu import list_descriptions, load_description
+
+    rows = [load_description(n).summary() for n in list_descriptions()]
+    if not rows:
+        return
+    cols = list(rows[0])
+    table = Table(*cols, title="built-in NPU targets (run on the simulator)")
+    for r in rows:
+        table.add_row(*(escape(r.get(c, "")) for c in cols))
+    Console(width=max(console.width, 200)).print(table)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
