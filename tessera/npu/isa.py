@@ -12,6 +12,7 @@ the text form is in :mod:`tessera.npu.asm`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -398,8 +399,13 @@ class _Validator:
             else:
                 if ins.src1 is not None:
                     raise self.fail(f"vector op {ins.op!r} takes no src1")
-                if ins.op == "shift" and (ins.imm is None or ins.imm != int(ins.imm)):
-                    raise self.fail(f"shift needs an integer imm, got {ins.imm!r}")
+                if ins.op == "shift" and ins.imm is None:
+                    raise self.fail("shift needs an integer imm (the shift amount)")
+            if ins.imm is not None:
+                if isinstance(ins.imm, bool) or not isinstance(ins.imm, (int, float)) or not math.isfinite(ins.imm):
+                    raise self.fail(f"imm must be a finite number, got {ins.imm!r}")
+                if not DTYPES[ins.dtype].is_float and ins.imm != int(ins.imm):
+                    raise self.fail(f"imm={ins.imm!r} must be an integer for integer dtype {ins.dtype!r}")
         elif t is Signal or t is Wait:
             tok = self.posint(ins.token, "token", 0)
             if tok >= d.execution.tokens:

@@ -135,3 +135,13 @@ def test_config_sets_dataflow_and_l2_allowed_on_gen3() -> None:
 def test_sanitize_tag() -> None:
     assert sanitize_tag("/layer1/conv 0:1") == "_/layer1/conv_0_1"
     assert sanitize_tag("Conv_12") == "Conv_12" and sanitize_tag("0abc") == "_0abc"
+
+
+def test_vector_imm_checks() -> None:
+    one = lambda *ins: Program([list(ins)])  # noqa: E731
+    _bad(one(Vec("vector", "mul", Addr("spad", 0), Addr("spad", 0), 8, "i32", imm=0.5)), G2,
+         r"imm=0.5 must be an integer for integer dtype 'i32'")
+    _bad(one(Vec("vector", "shift", Addr("spad", 0), Addr("spad", 0), 8, "i32")), G2, r"shift needs an integer imm")
+    _bad(one(Vec("vector", "max", Addr("spad", 0), Addr("spad", 0), 8, "f32", imm=float("nan"))), G2,
+         r"imm must be a finite number")
+    validate(one(Vec("vector", "mul", Addr("spad", 0), Addr("spad", 0), 8, "i32", imm=3.0)), G2)

@@ -146,6 +146,13 @@ def test_folds_counted_per_dataflow(tmp_path: Path, dataflow: str, folds: int, o
     assert r.utilization == pytest.approx(8 * 24 * 16 / (64 * (occ + 16)))
 
 
+def test_output_stationary_accumulate_preloads_partial_sums(tmp_path: Path) -> None:
+    tiny = _desc(tmp_path, TINY)
+    g = Gemm("compute", Addr("spad", 0), Addr("spad", 0x1000), Addr("acc", 0), 8, 24, 16, "i8", "i32", True, 24,
+             16, 16, dataflow="output-stationary")
+    assert simulate(Program([[g]]), tiny, functional=False).matrix_busy == 2 * (24 + 2 * 8)
+
+
 def test_channel_reduction_folds_and_double_buffered_preload() -> None:
     # gen3: 64 reduction lanes x 32 dot-product units, double-buffered: k=100 -> 2 folds, n=40 -> 32 + 8 columns
     g = Gemm("compute", Addr("spad", 0), Addr("spad", 0x4000), Addr("acc", 0), 10, 100, 40, "i8", "i32", False,

@@ -19,7 +19,8 @@ GEMM (``gemm`` m, k, n on an R x C array; F = matrix.fill_latency)
     weight-stationary: B is stationary; folds over (ceil(k/R), ceil(n/C)); each fold streams m input rows
                        (m cycles); swapping in a fold's weights takes k_f cycles (one weight row per cycle).
     output-stationary: C is stationary; folds over (ceil(m/R), ceil(n/C)); each fold streams k cycles; the
-                       swap (draining the finished outputs) takes m_f cycles.
+                       swap drains the finished outputs in m_f cycles, plus m_f more to preload the partial
+                       sums when ``accumulate``.
     channel-reduction: (dot-product array) B columns are stationary; folds over (ceil(k/R), ceil(n/C));
                        each fold streams m rows; the swap loads n_f weight columns, one per cycle.
     fold cost = stream + swap, or max(stream, swap) with matrix.double_buffered_weights (the next fold's swap
@@ -89,17 +90,18 @@ class DmaCost:
 
 
 def _fold_sum(stream: int, swap_dim: int, tile: int, other_folds: int, double_buffered: bool,
-              skip_first_swap: bool) -> tuple[int, int]:
+              skip_first_swap: bool, swap_per_unit: int = 1) -> tuple[int, int]:
     """(cycles, folds) for folds over ``swap_dim`` (split into tiles of ``tile``) x ``other_folds``; each fold
-    streams ``stream`` cycles and swaps ``swap_f`` = that fold's extent of ``swap_dim``."""
+    streams ``stream`` cycles and swaps ``swap_per_unit`` cycles per unit of that fold's extent of ``swap_dim``."""
     full, rem = divmod(swap_dim, tile)
     folds = (full + (rem > 0)) * other_folds
+    sw_full, sw_rem = tile * swap_per_unit, rem * swap_per_unit
     if double_buffered:
-        cycles = other_folds * (full * max(stream, tile) + (max(stream, rem) if rem else 0))
+        cycles = other_folds * (full * max(stream, sw_full) + (max(stream, sw_rem) if rem else 0))
     else:
-        cycles = other_folds * (full * (stream + tile) + ((stream + rem) if rem else 0))
+        cycles = other_folds * (full * (stream + sw_full) + ((stream + sw_rem) if rem else 0))
     if skip_first_swap:
-        first = tile if full else rem
+        first = sw_full if full else sw_rem
         cycles -= max(stream, first) - stream if double_buffered else first
     return cycles, folds
 
@@ -109,7 +111,7 @@ def gemm_cycles(ins: Gemm, dataflow: str, rows: int, cols: int, double_buffered:
     """(occupancy cycles, folds) of a gemm under ``dataflow`` (formulas in the module docstring)."""
     m, k, n = ins.m, ins.k, ins.n
     if dataflow == "output-stationary":
-        return _fold_sum(k, m, rows, _ceil(n, cols), double_buffered, False)
+        return _fold_sum(k, m, rows, _ceil(n, cols), double_buffered, False, 2 if ins.accumulate else 1)
     if dataflow == "weight-stationary":
         return _fold_sum(m, k, rows, _ceil(n, cols), double_buffered, weights_resident)
     # channel-reduction: k over the reduction lanes, n over the dot-product units; swap = n_f columns
