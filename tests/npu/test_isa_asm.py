@@ -145,3 +145,19 @@ def test_vector_imm_checks() -> None:
     _bad(one(Vec("vector", "max", Addr("spad", 0), Addr("spad", 0), 8, "f32", imm=float("nan"))), G2,
          r"imm must be a finite number")
     validate(one(Vec("vector", "mul", Addr("spad", 0), Addr("spad", 0), 8, "i32", imm=3.0)), G2)
+
+
+def test_module_cli_describe_and_run(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tessera.npu.__main__ import main
+
+    assert main(["describe"]) == 0
+    out = capsys.readouterr().out
+    assert "name=npu-gen3" in out and "matrix=64x32 dot-product" in out and "L2=4 MiB" in out
+    prog = tmp_path / "p.s"
+    prog.write_text(disassemble(Program([[_gemm("compute", tag="l1")]])))
+    assert main(["run", str(prog), "--target", "npu-gen2", "--timing-only"]) == 0
+    out = capsys.readouterr().out
+    # output-stationary 32x32x32: one fold streaming k=32 cycles + fill 64
+    assert "1 instructions, 96 cycles" in out and "l1: 96 cycles, 32768 MACs" in out
+    assert main(["run", str(prog), "--target", "npu-gen1"]) == 2
+    assert "queue 'compute' is not one of the description's queues" in capsys.readouterr().err
