@@ -72,6 +72,7 @@ class CompiledLayer:
     tiling: Tiling
     program: Program
     sim: Any
+    consts: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
     @property
     def layer(self) -> DeviceLayer:
@@ -199,13 +200,13 @@ class NpuCompiledModel:
             cl = self.layers[step.tag]
             ld = cl.data
             dram = np.zeros(ld.dram_bytes, np.uint8)
-            for addr, data in ld.consts + input_bytes(ld, env[step.a], env.get(step.b) if step.kind == "batched"
-                                                        else None):
+            b = env.get(step.b) if step.kind == "batched" else None
+            for addr, data in cl.consts + input_bytes(ld, cl.tiling, env[step.a], b):
                 dram[addr: addr + data.size] = data
             t0 = time.perf_counter()
             res = simulate_program(cl.program, self.desc, dram, functional=True)
             t_sim += time.perf_counter() - t0
-            env[step.out] = read_output(ld, res.dram)
+            env[step.out] = read_output(ld, cl.tiling, res.dram)
         self.last_run_sim_seconds = t_sim
         return {o: env[o] for o in g.outputs}
 
@@ -280,5 +281,5 @@ def compile_graph_npu(
         program = Program(emit_gemm(ld.spec, tiling, machine, step.tag))
         validate(program, desc, ld.dram_bytes)
         _, res = measure(program, ld.dram_bytes)
-        layers[step.tag] = CompiledLayer(ld, tiling, program, res)
+        layers[step.tag] = CompiledLayer(ld, tiling, program, res, ld.const_bytes(tiling))
     return NpuCompiledModel(g, desc, machine, prec, plan, steps, layers, time.perf_counter() - t0, sim_seconds)

@@ -15,7 +15,7 @@ import pytest
 from npu_graphs import GB, attention, cosine, feeds, mlp, rel_err, small_cnn
 
 import tessera
-from tessera.codegen.npu.gemm import GemmSpec, Tiling, emit_gemm
+from tessera.codegen.npu.gemm import GemmSpec, Tiling, emit_gemm, pack_blocks, unpack_blocks
 from tessera.codegen.npu.machine import machine_from
 from tessera.errors import CompileError
 from tessera.graph.reference import run_reference
@@ -68,11 +68,19 @@ def test_int8_gemm_is_exact_under_every_kind_of_tiling(gen: str) -> None:
         tilings += [Tiling(16, 48, 32, "nm", 2, "n"), Tiling(48, 32, 64, "mn", 2, "m")]
     for t in tilings:
         dram = np.zeros(1 << 19, np.uint8)
-        for addr, data in ((0, a), (1 << 16, b), (1 << 17, bias_bytes)):
+        for addr, data in ((0, pack_blocks(a, t.mb, t.kb)), (1 << 16, pack_blocks(b, t.kb, t.nb)),
+                           (1 << 17, bias_bytes)):
             dram[addr: addr + data.nbytes] = data.reshape(-1).view(np.uint8)
         res = simulate(Program(emit_gemm(spec, t, m, "x")), desc, dram)
-        got = res.dram[1 << 18: (1 << 18) + batch * mm * nn * 4].view(np.int32).reshape(batch, mm, nn)
-        np.testing.assert_array_equal(got, want, err_msg=str(t))
+        flat = res.dram[1 << 18: (1 << 18) + batch * mm * nn * 4].view(np.int32).reshape(batch, -1)
+        np.testing.assert_array_equal(unpack_blocks(flat, mm, nn, t.mb, t.nb), want, err_msg=str(t))
+
+
+def test_block_packing_round_trips() -> None:
+    x = np.arange(2 * 7 * 5).reshape(2, 7, 5)
+    p = pack_blocks(x, 3, 2)
+    assert p.shape == (2, 35) and p[0, :6].tolist() == [0, 1, 5, 6, 10, 11]  # first 3x2 block, contiguous
+    np.testing.assert_array_equal(unpack_blocks(p, 7, 5, 3, 2), x)
 
 
 NEW_CHIP = """

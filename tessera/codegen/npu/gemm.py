@@ -1,13 +1,16 @@
 """Lower one (batched) GEMM layer to NPU instructions, for a given tiling.
 
 A layer computes ``out[b] = epilogue(A[b] @ B[b])`` with A ``[M, K]``, B ``[K, N]`` and out
-``[M, N]`` row-major in DRAM. A tiling picks the block sizes held on chip (``mb x kb`` of A and
-``kb x nb`` of B in the scratchpad, ``mb x nb`` in the accumulator), the loop order over output
-blocks (``nm``: n-blocks outer, so a B panel stays resident across m-blocks when ``kb == K``;
-``mn``: the converse), the number of scratchpad/accumulator buffers (2 = double buffering, only
-on machines whose queues run decoupled) and, on multi-core chips, which output dim is split
-across cores. Each block's product is cut into gemm instructions that fit the array for the
-machine's dataflow (:meth:`Machine.tile_limits`).
+``[M, N]`` in DRAM, each *block-major* for the tiling (:func:`pack_blocks`): every ``mb x kb`` block of
+A, ``kb x nb`` block of B and ``mb x nb`` block of out is contiguous, so each DMA moves whole bursts
+(weights are packed at compile time, activations by the host's layout step).
+
+A tiling picks the block sizes held on chip (``mb x kb`` of A and ``kb x nb`` of B in the scratchpad,
+``mb x nb`` in the accumulator), the loop order over output blocks (``nm``: n-blocks outer, so a B panel
+stays resident across m-blocks when ``kb == K``; ``mn``: the converse), the number of
+scratchpad/accumulator buffers (2 = double buffering, only on machines whose queues run decoupled) and,
+on multi-core chips, which output dim is split across cores. Each block step is one gemm instruction;
+the array folds it (the simulator's timing model prices the folds per dataflow).
 
 On decoupled machines the queues synchronize with counting tokens (``signal`` adds one,
 ``wait`` takes one): loads signal ``IN_FULL`` per step that loaded something; compute frees ring
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+
+import numpy as np
 
 from tessera.codegen.npu.machine import Machine
 from tessera.errors import CompileError
@@ -75,6 +80,29 @@ class Tiling:
 
     def __str__(self) -> str:
         return f"mb={self.mb} nb={self.nb} kb={self.kb} order={self.order} buf={self.buffers} split={self.split}"
+
+
+def pack_blocks(x: np.ndarray, rb: int, cb: int) -> np.ndarray:
+    """``x[..., R, C]`` in block-major order (blocks of ``rb x cb``, row-major over blocks, each block
+    row-major and contiguous; edge blocks are smaller), flattened per leading index."""
+    *lead, r, c = x.shape
+    x = x.reshape(-1, r, c)
+    parts = [x[:, i:i + rb, j:j + cb].reshape(x.shape[0], -1) for i in range(0, r, rb) for j in range(0, c, cb)]
+    return np.concatenate(parts, axis=1).reshape(*lead, r * c) if parts else x.reshape(*lead, 0)
+
+
+def unpack_blocks(flat: np.ndarray, r: int, c: int, rb: int, cb: int) -> np.ndarray:
+    """Inverse of :func:`pack_blocks`: ``flat[..., R*C]`` -> ``[..., R, C]``."""
+    *lead, _ = flat.shape
+    f = flat.reshape(-1, r * c)
+    out = np.empty((f.shape[0], r, c), flat.dtype)
+    pos = 0
+    for i in range(0, r, rb):
+        for j in range(0, c, cb):
+            h, w = min(rb, r - i), min(cb, c - j)
+            out[:, i:i + h, j:j + w] = f[:, pos:pos + h * w].reshape(-1, h, w)
+            pos += h * w
+    return out.reshape(*lead, r, c)
 
 
 @dataclass(frozen=True)
@@ -228,15 +256,15 @@ def _emit_core(spec: GemmSpec, t: Tiling, m: Machine, tag: str,
             if sync and a_loads >= t.buffers:
                 ld.append(Wait(ql, A_FREE, tag))
             a_loads += 1
-            load(ld, Addr("spad", lay.a[a_slot[s]]), spec.a_addr + (b * spec.m * spec.k + m0 * spec.k + k0) * isz,
-                 me, ke, spec.k, spec.in_dtype)
+            load(ld, Addr("spad", lay.a[a_slot[s]]), spec.a_addr + (b * spec.m * spec.k + m0 * spec.k + k0 * me) * isz,
+                 me, ke, ke, spec.in_dtype)
         if b_load[s]:
             if sync and b_loads >= t.buffers:
                 ld.append(Wait(ql, B_FREE, tag))
             b_loads += 1
             boff = 0 if spec.b_shared else b * spec.k * spec.n
-            load(ld, Addr("spad", lay.b[b_slot[s]]), spec.b_addr + (boff + k0 * spec.n + n0) * isz,
-                 ke, ne, spec.n, spec.in_dtype)
+            load(ld, Addr("spad", lay.b[b_slot[s]]), spec.b_addr + (boff + k0 * spec.n + n0 * ke) * isz,
+                 ke, ne, ne, spec.in_dtype)
         if sync and (a_load[s] or b_load[s]):
             ld.append(Signal(ql, IN_FULL, tag))
         body: list[Instruction] = []
@@ -266,9 +294,9 @@ def _emit_core(spec: GemmSpec, t: Tiling, m: Machine, tag: str,
             scale = Addr("spad", lay.vec + _align(spec.n * 4) + n0 * 4) if spec.scale_addr is not None else None
             for r0 in range(0, me, m.dma_max_rows):
                 r = min(m.dma_max_rows, me - r0)
-                dst = spec.out_addr + (b * spec.m * spec.n + (m0 + r0) * spec.n + n0) * osz
+                dst = spec.out_addr + (b * spec.m * spec.n + m0 * spec.n + n0 * me + r0 * ne) * osz
                 st.append(DmaStore(qs, Addr("dram", dst), Addr("acc", acc + r0 * ne * asz), r, ne, spec.acc_dtype,
-                                   spec.out_dtype, ne, spec.n, bias, scale, act, lo, hi, tag))
+                                   spec.out_dtype, ne, ne, bias, scale, act, lo, hi, tag))
             if sync:
                 st.append(Signal(qs, ACC_FREE, tag))
         if sync:

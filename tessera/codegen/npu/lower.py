@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tessera.codegen.npu.gemm import SIZES, GemmSpec
+from tessera.codegen.npu.gemm import SIZES, GemmSpec, Tiling, pack_blocks, unpack_blocks
 from tessera.codegen.npu.machine import Machine
 from tessera.codegen.npu.partition import DeviceLayer
 from tessera.errors import CompileError
@@ -37,7 +37,8 @@ class LayerData:
     layer: DeviceLayer
     spec: GemmSpec
     dram_bytes: int
-    consts: list[tuple[int, np.ndarray]]  # (dram address, uint8 bytes)
+    consts: list[tuple[int, np.ndarray]]  # (dram address, uint8 bytes): bias/scale vectors
+    weight: np.ndarray | None = None  # constant B [K, N] in storage dtype, packed per tiling
     a_scale: float | None = None  # int8: activation scale of A
     b_scale: float | None = None  # int8: per-tensor scale of a runtime B
     out_scale: np.ndarray | None = None  # multiplier from stored output units to float (per column)
@@ -46,6 +47,13 @@ class LayerData:
     @property
     def a_bytes(self) -> int:
         return self.spec.batch * self.spec.m * self.spec.k * SIZES[self.spec.in_dtype]
+
+    def const_bytes(self, t: Tiling) -> list[tuple[int, np.ndarray]]:
+        """DRAM writes of the constants, the weight packed block-major for tiling ``t``."""
+        if self.weight is None:
+            return list(self.consts)
+        packed = np.ascontiguousarray(pack_blocks(self.weight, t.kb, t.nb)).view(np.uint8)
+        return [(self.spec.b_addr, packed), *self.consts]
 
 
 def _weight_matrix(layer: DeviceLayer, q: np.ndarray) -> np.ndarray:
@@ -88,6 +96,7 @@ def lower_layer(layer: DeviceLayer, m: Machine, precision: str, plan: Quantizati
     b_size = layer.k * n * isz * (layer.batch if layer.kind == "batched" else 1)
     pos = _align(b_addr + b_size)
     consts: list[tuple[int, np.ndarray]] = []
+    weight = None
     a_scale = b_scale = None
     out_scale = None
     host_act = "none"
@@ -96,7 +105,7 @@ def lower_layer(layer: DeviceLayer, m: Machine, precision: str, plan: Quantizati
     bias_vec = None
     if precision == "bf16":
         if layer.weight is not None:
-            consts.append((b_addr, encode(layer.weight, "bf16")))
+            weight = encode(layer.weight, "bf16").view(np.uint16).reshape(layer.weight.shape)
         if layer.bias is not None:
             bias_vec = layer.bias.astype(np.float32)
     else:
@@ -109,7 +118,7 @@ def lower_layer(layer: DeviceLayer, m: Machine, precision: str, plan: Quantizati
             wq = plan.weights.get(layer.weight_name)
             if wq is None:
                 raise CompileError(f"layer {layer.tag}: quantization plan has no weights for {layer.weight_name!r}")
-            consts.append((b_addr, np.ascontiguousarray(_weight_matrix(layer, wq.q)).reshape(-1).view(np.uint8)))
+            weight = np.ascontiguousarray(_weight_matrix(layer, wq.q))
             w_scale = wq.scale.astype(np.float64)
         acc_unit = a_scale * w_scale  # float value of one accumulator unit, per column
         if layer.bias is not None:
@@ -137,7 +146,7 @@ def lower_layer(layer: DeviceLayer, m: Machine, precision: str, plan: Quantizati
     pos = _align(pos + layer.batch * layer.m * n * SIZES[out_dt])
     spec = GemmSpec(layer.m, layer.k, n, layer.batch, in_dt, acc_dt, out_dt, act, a_addr, b_addr, out_addr,
                     bias_addr, scale_addr, b_shared=layer.kind != "batched")
-    return LayerData(layer, spec, pos, consts, a_scale, b_scale, out_scale, host_act)
+    return LayerData(layer, spec, pos, consts, weight, a_scale, b_scale, out_scale, host_act)
 
 
 def im2col(x: np.ndarray, layer: DeviceLayer) -> np.ndarray:
@@ -161,26 +170,27 @@ def _encode(x: np.ndarray, dt: str, scale: float | None) -> np.ndarray:
     return encode(x, dt).view(np.uint16).reshape(x.shape)
 
 
-def input_bytes(ld: LayerData, a: np.ndarray, b: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
-    """DRAM writes (address, bytes) for the runtime operands of a layer (host-side layout included)."""
+def input_bytes(ld: LayerData, t: Tiling, a: np.ndarray, b: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
+    """DRAM writes (address, bytes) for the runtime operands of a layer: the host's layout step
+    (quantize/encode, im2col for convolutions, block-major packing for tiling ``t``)."""
     spec, layer = ld.spec, ld.layer
     aq = _encode(np.asarray(a, np.float32), spec.in_dtype, ld.a_scale)
-    if layer.kind == "conv":
-        amat = im2col(aq, layer)
-    else:
-        amat = aq.reshape(spec.batch * spec.m, spec.k)
-    out = [(spec.a_addr, np.ascontiguousarray(amat).reshape(-1).view(np.uint8))]
+    amat = im2col(aq, layer) if layer.kind == "conv" else aq
+    amat = pack_blocks(amat.reshape(spec.batch, spec.m, spec.k), t.mb, t.kb)
+    out = [(spec.a_addr, np.ascontiguousarray(amat).view(np.uint8).reshape(-1))]
     if layer.kind == "batched":
         assert b is not None
         bq = _encode(np.asarray(b, np.float32), spec.in_dtype, ld.b_scale)
-        out.append((spec.b_addr, np.ascontiguousarray(bq).reshape(-1).view(np.uint8)))
+        bq = pack_blocks(bq.reshape(spec.batch, spec.k, spec.n), t.kb, t.nb)
+        out.append((spec.b_addr, np.ascontiguousarray(bq).view(np.uint8).reshape(-1)))
     return out
 
 
-def read_output(ld: LayerData, dram: np.ndarray) -> np.ndarray:
+def read_output(ld: LayerData, t: Tiling, dram: np.ndarray) -> np.ndarray:
     """The layer's float32 output in the graph's layout, from the DRAM image after the program ran."""
     spec, layer = ld.spec, ld.layer
-    y = decode(dram, spec.out_addr, (spec.batch * spec.m, spec.n), spec.out_dtype).astype(np.float32)
+    flat = decode(dram, spec.out_addr, (spec.batch, spec.m * spec.n), spec.out_dtype)
+    y = unpack_blocks(flat, spec.m, spec.n, t.mb, t.nb).reshape(spec.batch * spec.m, spec.n).astype(np.float32)
     if ld.out_scale is not None:
         y = y * ld.out_scale[None, :]
     if ld.host_act == "relu6":
