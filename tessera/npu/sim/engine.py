@@ -3,8 +3,11 @@
 Model (per-instruction formulas: :mod:`tessera.npu.sim.costs`):
 
 - Each core's program is split by queue; every queue executes its instructions in order, and queues run
-  concurrently (decoupled machines). An in-order machine (``execution.decoupled = false``) waits for each
-  instruction's results (occupancy + latency) before starting the next: DMA and compute never overlap.
+  concurrently (decoupled machines). An in-order machine (``execution.decoupled = false``) has one queue:
+  an instruction of another kind than its predecessor (e.g. a gemm after DMA loads) waits until everything
+  before it is complete (latency included), so DMA and compute never overlap; back-to-back instructions of
+  the same kind pipeline like on a decoupled queue (consecutive gemms stream through the array without
+  draining it, consecutive DMAs overlap their latencies).
 - Dependencies between queues exist only through tokens: ``signal`` fires once everything earlier in its
   queue is complete (latency included) without stalling its own queue (completion is tracked by a
   scoreboard); ``wait`` consumes one signal (a counting semaphore) and stalls its queue until that signal
@@ -125,7 +128,7 @@ class SimResult:
 
 
 class _Queue:
-    __slots__ = ("core", "name", "items", "pos", "free", "done", "busy")
+    __slots__ = ("core", "name", "items", "pos", "free", "done", "busy", "last")
 
     def __init__(self, core: int, name: str) -> None:
         self.core, self.name = core, name
@@ -134,6 +137,7 @@ class _Queue:
         self.free = 0.0   # when the next instruction may start
         self.done = 0.0   # when everything issued so far is complete
         self.busy = 0.0
+        self.last: type | None = None  # kind of the previous instruction (in-order machines)
 
 
 def _split(program: Program, desc: NpuDescription) -> list[list[_Queue]]:
@@ -264,6 +268,10 @@ class _Engine:
                     q.pos += 1
                     continue
                 start = t if t > q.free else q.free
+                if inorder and tp is not q.last:
+                    if q.done > start:
+                        start = q.done
+                    q.last = tp
                 lat = 0
                 tag_dram = 0
                 tag_macs = 0
@@ -320,7 +328,7 @@ class _Engine:
                 end = start + occ
                 done = end + lat
                 q.busy += occ
-                q.free = done if inorder else end
+                q.free = end
                 if done > q.done:
                     q.done = done
                 if races is not None:
