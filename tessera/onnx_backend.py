@@ -29,12 +29,37 @@ from tessera.graph.signature import bind_inputs
 Executor = Callable[[Graph, "Sequence[np.ndarray] | Mapping[str, np.ndarray]"], dict[str, np.ndarray]]
 
 
+def value_inputs(graph: Graph) -> frozenset[str]:
+    """Graph inputs whose values the compiled code needs at compile time: those an operand that
+    a compute definition takes as a compile-time constant (``ComputeDef.const_inputs``) is
+    computed from."""
+    from tessera.loop.compute import get_compute
+
+    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    need = [n.inputs[i] for n in graph.nodes if (cdef := get_compute(n.op)) is not None
+            for i in cdef.const_inputs if i < len(n.inputs) and n.inputs[i]]
+    seen: set[str] = set()
+    found = set()
+    while need:
+        v = need.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        if v in graph.inputs:
+            found.add(v)
+        elif v in producer:
+            need.extend(i for i in producer[v].inputs if i)
+    return frozenset(found)
+
+
 class CompiledExecutor:
     """Runs ``graph`` through the CPU compiler, compiling lazily per input signature.
 
-    Small integer inputs (at most ``VALUE_SPECIALIZE_LIMIT`` elements: shapes, axes, sizes that
-    ONNX passes as tensors) are specialized on their values, like static shapes are: they
-    become constants of the compiled graph, and the signature includes their values."""
+    Some inputs are specialized on their values, like static shapes are: they become constants
+    of the compiled graph, and the signature includes their values. Those are the inputs that
+    compute definitions need as compile-time constants (:func:`value_inputs`: Resize scales,
+    OneHot depth, Range bounds, Dropout's training_mode... of any dtype), and small integer
+    inputs (at most ``VALUE_SPECIALIZE_LIMIT`` elements: shapes, axes, sizes, indices)."""
 
     VALUE_SPECIALIZE_LIMIT = 64
 
@@ -43,6 +68,7 @@ class CompiledExecutor:
         self.target = target
         self.num_threads = num_threads
         self.models: dict[tuple[Any, ...], tuple[Any, list[str]]] = {}  # signature -> (model, its inputs)
+        self.value_names = value_inputs(graph)
 
     def _is_value_input(self, a: np.ndarray) -> bool:
         return a.dtype.kind in "iu" and a.size <= self.VALUE_SPECIALIZE_LIMIT
@@ -54,7 +80,7 @@ class CompiledExecutor:
         if graph is not self.graph:
             raise ValueError(f"this executor compiles graph {self.graph.name!r}, got {graph.name!r}")
         feeds, _ = bind_inputs(graph, inputs)  # count, dtype and declared-shape checks, as the reference
-        values = {n: a for n, a in feeds.items() if self._is_value_input(a)}
+        values = {n: a for n, a in feeds.items() if n in self.value_names or self._is_value_input(a)}
         key = tuple((n, a.shape, a.tobytes() if n in values else None) for n, a in feeds.items())
         entry = self.models.get(key)
         if entry is None:

@@ -105,3 +105,21 @@ def test_compiled_mode_has_no_reference_fallback() -> None:
     np.testing.assert_array_equal(ref, np.array(np.nonzero(x)))
     with pytest.raises(CompileError, match="data-dependent shape"):
         TesseraBackend.run_node(node, [x], mode="compiled")
+
+
+def test_compiled_mode_specializes_operands_compute_definitions_need() -> None:
+    # Resize's scales arrive as a float input (behind a Cast): it reaches an operand the compute
+    # definition takes as a compile-time constant, so the backend compiles per scales value.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])
+    s = helper.make_tensor_value_info("s", TensorProto.DOUBLE, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Cast", ["s"], ["s32"], to=TensorProto.FLOAT),
+             helper.make_node("Resize", ["x", "", "s32"], ["y"], mode="nearest")]
+    model = helper.make_model(helper.make_graph(nodes, "r", [x, s], [y]), opset_imports=[helper.make_opsetid("", 19)])
+    rep = TesseraBackend.prepare(model, "CPU", mode="compiled")
+    assert rep.executor.value_names == frozenset({"s"})
+    data = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    for scales in ([1, 1, 2, 2], [1, 1, 1, 3]):
+        (out,) = rep.run([data, np.array(scales, np.float64)])
+        np.testing.assert_array_equal(out, data.repeat(scales[2], 2).repeat(scales[3], 3))
+    assert len(rep.executor.models) == 2

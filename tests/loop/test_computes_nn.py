@@ -256,9 +256,31 @@ def test_resize(case: tuple) -> None:
     check("Resize", [x, None, s, z], attrs, consts={2, 3})
 
 
-def test_resize_unsupported_mode() -> None:
-    with pytest.raises(CompileError, match="cubic"):
-        build("Resize", [rand(1, 1, 3, 3), None, np.array([1, 1, 2, 2], F32)], {"mode": "cubic"}, {2}, 1)
+SEPARABLE_RESIZE_CASES = [  # cubic, antialias, exclude_outside, tf_crop_and_resize, integer linear
+    ("cubic_up", {"mode": "cubic"}, None, [1, 1.6, 2.0, 0.8], None),
+    ("cubic_align_corners_a", {"mode": "cubic", "coordinate_transformation_mode": "align_corners",
+                               "cubic_coeff_a": -0.5, "exclude_outside": 1}, None, [1, 1, 0.6, 1.4], None),
+    ("cubic_antialias_down", {"mode": "cubic", "antialias": 1}, None, [1, 1, 0.5, 0.6], None),
+    ("linear_antialias_sizes", {"mode": "linear", "antialias": 1}, None, None, [1, 2, 3, 2]),
+    ("crop_linear", {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+                     "extrapolation_value": 7.0}, [0, 0, -0.2, 0.3, 1, 1, 1.1, 0.9], [1, 1, 1.5, 1.2], None),
+    ("crop_nearest_axes", {"mode": "nearest", "coordinate_transformation_mode": "tf_crop_and_resize",
+                           "axes": [3, 2]}, [0.1, 0.2, 0.8, 0.9], None, [6, 3]),
+]
+
+
+@pytest.mark.parametrize("case", SEPARABLE_RESIZE_CASES, ids=[c[0] for c in SEPARABLE_RESIZE_CASES])
+def test_resize_separable(case: tuple) -> None:
+    _, attrs, roi, scales, sizes = case
+    r = np.array(roi, F32) if roi is not None else None
+    s = np.array(scales, F32) if scales is not None else None
+    z = np.array(sizes, np.int64) if sizes is not None else None
+    check("Resize", [rand(1, 2, 4, 5), r, s, z], attrs, consts={1, 2, 3})
+
+
+def test_resize_linear_int() -> None:
+    x = RNG.integers(0, 255, (1, 1, 3, 4)).astype(np.uint8)
+    check("Resize", [x, None, np.array([1, 1, 1.5, 2.0], F32)], {"mode": "linear"}, consts={2})
 
 
 # ---- shape ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from tessera.errors import CompileError
 from tessera.graph.dtypes import DType
 from tessera.graph.ops.nn import Window, _convt_geometry, _resize_plan, make_window
 from tessera.loop.compute import ComputeContext, compute_def
-from tessera.loop.expr import Expr, call, cast, const, is_int, logical_and, maximum, minimum, select
+from tessera.loop.expr import Expr, binop, call, cast, const, is_int, logical_and, maximum, minimum, select
 from tessera.loop.te import Tensor, compute, reduce_axis, rsum
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -168,10 +168,16 @@ def _dropout(ctx: ComputeContext) -> list[Tensor]:
 _RESIZE_COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric")
 
 
-def _resize_coord(mode: str, o: Expr, n_in: int, n_out: int, scale: float) -> Expr:
+def _resize_coord(mode: str, o: Expr, n_in: int, n_out: int, scale: float,
+                  roi: tuple[float, float] = (0.0, 1.0)) -> Expr:
     """Source coordinate (f64) of output index ``o``; same operation order as the reference."""
     of = cast(o, "f64")
     width = scale * n_in
+    if mode == "tf_crop_and_resize":
+        start, end = roi
+        if width == 1:
+            return const((end - start) * (n_in - 1) / 2 + start * (n_in - 1), "f64")
+        return of * (end - start) * float(n_in - 1) / (width - 1) + start * (n_in - 1)
     if mode in ("half_pixel", "pytorch_half_pixel"):
         if mode == "pytorch_half_pixel" and n_out <= 1:
             return const(0.0, "f64")
@@ -184,9 +190,10 @@ def _resize_coord(mode: str, o: Expr, n_in: int, n_out: int, scale: float) -> Ex
     return of / scale  # asymmetric
 
 
-def _resize_taps(attrs: dict, o: Expr, n_in: int, n_out: int, scale: float) -> list[tuple[Expr, Expr | None]]:
+def _resize_taps(attrs: dict, o: Expr, n_in: int, n_out: int, scale: float,
+                 roi: tuple[float, float] = (0.0, 1.0)) -> list[tuple[Expr, Expr | None]]:
     """(input index, f64 weight or None for 1) pairs whose weighted sum gives output ``o``."""
-    x = _resize_coord(attrs["coordinate_transformation_mode"], o, n_in, n_out, scale)
+    x = _resize_coord(attrs["coordinate_transformation_mode"], o, n_in, n_out, scale, roi)
     fl = call("floor", x)
     if attrs["mode"] == "nearest":
         nm = attrs["nearest_mode"]
@@ -211,24 +218,19 @@ def _resize_taps(attrs: dict, o: Expr, n_in: int, n_out: int, scale: float) -> l
 def _resize(ctx: ComputeContext) -> list[Tensor]:
     x = ctx.input(0)
     a = ctx.attrs
-    if a["mode"] not in ("nearest", "linear"):
-        raise CompileError(f"Resize: mode {a['mode']!r} has no compute definition (nearest, linear only)")
-    if a["coordinate_transformation_mode"] not in _RESIZE_COORD_MODES:
+    if a["coordinate_transformation_mode"] not in (*_RESIZE_COORD_MODES, "tf_crop_and_resize"):
         raise CompileError(f"Resize: coordinate_transformation_mode {a['coordinate_transformation_mode']!r} "
                            "has no compute definition")
-    if a["antialias"] or (a["exclude_outside"] and a["mode"] != "nearest"):
-        raise CompileError("Resize: antialias / exclude_outside have no compute definition")
-    if a["mode"] == "linear" and is_int(x.dtype):
-        raise CompileError("Resize: linear mode needs a float input")
     for i in (1, 2, 3):
         if i < len(ctx.inputs) and ctx.inputs[i] is not None and ctx.const(i) is None:
             raise CompileError(f"Resize: input {i} (roi/scales/sizes) must be a compile-time constant")
-    roi = ctx.const(1)
-    if roi is not None and roi.size:
-        raise CompileError("Resize: roi is only used by tf_crop_and_resize, which has no compute definition")
     out, scales = _resize_plan(list(x.shape), a, ctx.const(2), ctx.const(3))
     if tuple(out) != ctx.out_shape():
         raise CompileError(f"Resize: planned shape {out} differs from the inferred {list(ctx.out_shape())}")
+    general = (a["mode"] == "cubic" or a["antialias"] or (a["exclude_outside"] and a["mode"] != "nearest")
+               or a["coordinate_transformation_mode"] == "tf_crop_and_resize")
+    if general or (a["mode"] == "linear" and is_int(x.dtype)):
+        return [_resize_separable(x, a, out, scales, ctx.const(1))]
     resized = [k for k in range(x.ndim) if not (out[k] == x.shape[k] and scales[k] == 1.0)]
 
     def body(*o: Expr) -> Expr:
@@ -248,6 +250,103 @@ def _resize(ctx: ComputeContext) -> list[Tensor]:
         return total
 
     return [compute(ctx.out_shape(), body, "resize")]
+
+
+def _cubic(t: Expr, a: float) -> Expr:
+    """The cubic convolution kernel (coefficient ``a``) at ``t`` (f64), as the reference."""
+    t = call("abs", t)
+    near = ((t * (a + 2) - (a + 3)) * t) * t + 1.0
+    far = (((t * a - 5 * a) * t + 8 * a) * t) - 4 * a
+    return select(t.le(1.0), near, select(t.lt(2.0), far, const(0.0, "f64")))
+
+
+def _resize_separable(x: Tensor, a: dict, out: list[int], scales: list[float], roi_v: np.ndarray | None) -> Tensor:
+    """Resize one axis at a time in float64 (as the reference): nearest is an index map; linear
+    and cubic are a reduction over the kernel's taps around each source coordinate, with the
+    weights renormalized over the taps for antialias (the kernel stretched by 1/scale when
+    downsampling) and exclude_outside. tf_crop_and_resize maps through ``roi`` and writes
+    ``extrapolation_value`` outside the input."""
+    rank = x.ndim
+    rois = [(0.0, 1.0)] * rank
+    if roi_v is not None and roi_v.size:
+        axes = [k % rank for k in a["axes"]] if a["axes"] is not None else list(range(rank))
+        r = roi_v.astype(np.float64).ravel().tolist()
+        for i, k in enumerate(axes):
+            rois[k] = (r[i], r[i + len(axes)])
+    ctm = a["coordinate_transformation_mode"]
+    cur = compute(x.shape, lambda *i: cast(x[i], "f64"), "resize_f64")
+    for k in range(rank):
+        if out[k] == x.shape[k] and scales[k] == 1.0 and rois[k] == (0.0, 1.0):
+            continue
+        cur = _resample_axis(cur, k, out[k], scales[k], rois[k], a)
+    crop = ctm == "tf_crop_and_resize"
+
+    def final(*o: Expr) -> Expr:
+        y = cur[o]
+        if is_int(x.dtype):
+            info = np.iinfo(DType(x.dtype).np)
+            y = minimum(maximum(call("round", y), float(info.min)), float(info.max))
+        if crop:
+            changed = [k for k in range(rank) if not (out[k] == x.shape[k] and scales[k] == 1.0
+                                                      and rois[k] == (0.0, 1.0))]
+            in_sizes = [x.shape[k] for k in changed]
+            outside = [_resize_coord(ctm, o[k], x.shape[k], out[k], scales[k], rois[k]) for k in changed]
+            conds = [_any([c.lt(0.0), c.gt(float(n - 1))]) for n, c in zip(in_sizes, outside, strict=True)]
+            if conds:
+                y = select(_any(conds), const(float(a["extrapolation_value"]), "f64"), y)
+        return cast(y, x.dtype)
+
+    return compute(out, final, "resize")
+
+
+def _any(conds: list[Expr]) -> Expr:
+    e = conds[0]
+    for c in conds[1:]:
+        e = binop("or", e, c)
+    return e
+
+
+def _resample_axis(src: Tensor, k: int, n_out: int, scale: float, roi: tuple[float, float], a: dict) -> Tensor:
+    n_in = src.shape[k]
+    shape = list(src.shape)
+    shape[k] = n_out
+    ctm, mode = a["coordinate_transformation_mode"], a["mode"]
+    if mode == "nearest":
+        def nearest(*o: Expr) -> Expr:
+            (idx, _), = _resize_taps(a, o[k], n_in, n_out, scale, roi)
+            return src[(*o[:k], idx, *o[k + 1:])]
+        return compute(shape, nearest, "resize_nearest")
+    radius = 1 if mode == "linear" else 2
+    sc = min(scale, 1.0) if a["antialias"] else 1.0
+    reach = int(np.ceil(radius / sc)) + 1
+    normalize = bool(a["antialias"] or a["exclude_outside"])
+
+    def tap(o: Expr, j: Expr) -> tuple[Expr, Expr]:
+        """Source index (f64, unclamped) and kernel weight of tap ``j`` of output ``o``."""
+        xc = _resize_coord(ctm, o, n_in, n_out, scale, roi)
+        t_idx = call("floor", xc) + (cast(j, "f64") - float(reach))
+        t = (t_idx - xc) * sc
+        w = maximum(1.0 - call("abs", t), 0.0) if mode == "linear" else _cubic(t, float(a["cubic_coeff_a"]))
+        if a["exclude_outside"]:
+            w = select(_any([t_idx.lt(0.0), t_idx.gt(float(n_in - 1))]), const(0.0, "f64"), w)
+        return t_idx, w
+
+    norm = None
+    if normalize:
+        def total(o: Expr) -> Expr:
+            j = reduce_axis(2 * reach + 1, "tap")
+            return rsum(tap(o, j[0])[1], j)
+        norm = compute((n_out,), total, "resize_norm")
+
+    def body(*o: Expr) -> Expr:
+        j = reduce_axis(2 * reach + 1, "tap")
+        t_idx, w = tap(o[k], j[0])
+        if norm is not None:
+            w = w / norm[(o[k],)]
+        idx = clamp(cast(t_idx, "i64"), 0, n_in - 1)
+        return rsum(w * src[(*o[:k], idx, *o[k + 1:])], j)
+
+    return compute(shape, body, "resize_taps")
 
 
 # ---- DepthToSpace / SpaceToDepth -----------------------------------------------------------------
