@@ -10,8 +10,9 @@ time would dominate tests); ``.report()`` gives per-layer cycles, utilization an
 totals.
 
 Host/device transfers: device layers read and write DRAM inside their programs (counted by the
-simulator). Host operators are charged their input and output bytes at the DRAM bandwidth, and a
-convolution's host-side im2col write of its A matrix is charged the same way ("host" cycles).
+simulator). The host's side is charged at the DRAM bandwidth ("host" cycles): writing each layer's
+runtime operands in the device layout (encoded, im2col'd, block-major) and reading its output back.
+Host operators' compute time is not modeled.
 """
 
 from __future__ import annotations
@@ -218,12 +219,9 @@ class NpuCompiledModel:
         for step in self.steps:
             if isinstance(step, HostStep):
                 host_ops += 1
-                host_bytes += sum(_nbytes(self.graph, v) for v in step.node.inputs + step.node.outputs
-                                  if v and v not in self.graph.constants)
                 continue
             cl = self.layers[step.tag]
-            if step.kind == "conv":
-                host_bytes += cl.data.a_bytes
+            host_bytes += cl.data.host_bytes
             cycles = int(cl.sim.cycles)
             rows.append(LayerRow(step.tag, "+".join(n.op for n in step.nodes), step.macs, cycles,
                                  step.macs / (peak * cycles) if cycles else 0.0, cl.sim.bound,
@@ -231,11 +229,6 @@ class NpuCompiledModel:
         host_cycles = int(np.ceil(host_bytes / self.machine.dram_bytes_per_cycle))
         return NpuReport(self.desc.name, self.precision, peak, self.machine.clock_ghz, rows, host_ops, host_bytes,
                          host_cycles, self.sim_seconds, self.compile_seconds)
-
-
-def _nbytes(g: Graph, v: str) -> int:
-    t = g.types[v]
-    return int(np.prod([int(d) for d in t.shape], dtype=np.int64)) * t.dtype.itemsize
 
 
 def compile_graph_npu(

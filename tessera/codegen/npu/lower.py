@@ -48,6 +48,13 @@ class LayerData:
     def a_bytes(self) -> int:
         return self.spec.batch * self.spec.m * self.spec.k * SIZES[self.spec.in_dtype]
 
+    @property
+    def host_bytes(self) -> int:
+        """Bytes the host moves for this layer: runtime operands written in the device layout, output read."""
+        s = self.spec
+        b = 0 if s.b_shared else s.batch * s.k * s.n * SIZES[s.in_dtype]
+        return self.a_bytes + b + s.batch * s.m * s.n * SIZES[s.out_dtype]
+
     def const_bytes(self, t: Tiling) -> list[tuple[int, np.ndarray]]:
         """DRAM writes of the constants, the weight packed block-major for tiling ``t``."""
         if self.weight is None:
