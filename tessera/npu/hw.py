@@ -184,10 +184,6 @@ class NpuDescription:
         return json.dumps(d, sort_keys=True, separators=(",", ":"), default=dataclasses.asdict)
 
     @property
-    def kind(self) -> str:
-        return "npu"
-
-    @property
     def peak_macs_per_cycle(self) -> int:
         """MACs per cycle of the whole chip (all cores)."""
         return self.chip.cores * self.matrix.pes

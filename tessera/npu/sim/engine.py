@@ -83,7 +83,8 @@ class TagStats:
 class SimResult:
     """Outcome of :func:`simulate`. ``utilization`` = useful MACs / (rows * cols * cores * cycles);
     ``bound_cycles`` = max(compute-bound, DRAM-bound) cycles for the same work (the roofline);
-    ``queue_busy`` sums busy cycles of each queue over the cores."""
+    ``queue_busy`` sums busy cycles of each queue over the cores; DRAM bytes are bytes moved on the DRAM bus
+    (whole bursts), ``folds`` counts array folds of all gemms (see :mod:`tessera.npu.sim.costs`)."""
 
     description: str
     cycles: int
