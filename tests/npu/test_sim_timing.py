@@ -293,3 +293,14 @@ def test_in_order_machine_never_overlaps_dma_and_compute() -> None:
     assert s1 == d0 and d1 == s1 + 64 + 16 + 32     # waits for the load's data; stream m + preload k + fill
     assert s2 == s1 + 64 + 16 and d2 == s2 + 80 + 32  # the next gemm streams right behind (no drain between)
     assert s3 == d2 and r.cycles == d3 == s3 + 64 * 16 / 16 + 64
+
+
+def test_config_switches_the_dataflow(tmp_path: Path) -> None:
+    from tessera.npu import Config
+
+    tiny = _desc(tmp_path, TINY)
+    g = Gemm("compute", Addr("spad", 0), Addr("spad", 0x1000), Addr("acc", 0), 8, 24, 16, "i8", "i32", False, 24,
+             16, 16)
+    ws = simulate(Program([[g]]), tiny, functional=False)   # the description's first dataflow
+    os_ = simulate(Program([[Config("compute", "dataflow", "output-stationary"), g]]), tiny, functional=False)
+    assert (ws.folds, ws.matrix_busy) == (6, 96) and (os_.folds, os_.matrix_busy) == (2, 64)
