@@ -304,3 +304,14 @@ def test_config_switches_the_dataflow(tmp_path: Path) -> None:
     ws = simulate(Program([[g]]), tiny, functional=False)   # the description's first dataflow
     os_ = simulate(Program([[Config("compute", "dataflow", "output-stationary"), g]]), tiny, functional=False)
     assert (ws.folds, ws.matrix_busy) == (6, 96) and (os_.folds, os_.matrix_busy) == (2, 64)
+
+
+def test_energy_formula() -> None:
+    load = DmaLoad("inorder", Addr("spad", 0), Addr("dram", 0), 64, 64, "i8", 64, 64, pad=(1, 1, 0, 0))
+    g = Gemm("inorder", Addr("spad", 0), Addr("spad", 0x2000), Addr("acc", 0), 64, 16, 16, "i8", "i32", True,
+             64, 16, 16)
+    r = simulate(Program([[load, g]]), G1, functional=False)
+    e = G1.energy
+    sram = 66 * 64 + (64 * 16 + 16 * 16) + 2 * 64 * 16 * 4
+    assert r.energy_pj == pytest.approx(64 * 16 * 16 * e.pj_per_mac + 4096 * e.pj_per_dram_byte
+                                        + sram * e.pj_per_sram_byte)

@@ -30,6 +30,9 @@ GEMM (``gemm`` m, k, n on an R x C array; F = matrix.fill_latency)
     MAC utilization counts m * k * n useful MACs against rows * cols * cores per cycle.
 Vector (``vec``) on L lanes: occupancy = rows * ceil(n / L) * vector.cycles[op class]; latency = vector.latency.
 ``config``: 1 cycle. ``signal``/``wait``/``barrier``/``finish``: no occupancy (they only order).
+Energy (with an [energy] table) = MACs * pj_per_mac + DRAM bus bytes * pj_per_dram_byte + on-chip bytes *
+pj_per_sram_byte, on-chip bytes being: the local side of every DMA (padding included), every gemm's A and B
+read once plus C written (and read too when accumulating), and every vector op's operands and result.
 """
 
 from __future__ import annotations
@@ -67,26 +70,28 @@ class DmaCost:
                          "acc": desc.accumulator.banks * desc.accumulator.row_bytes,
                          "l2": self.l2_bw or 1.0}
 
-    def load(self, ins: DmaLoad) -> tuple[str, int, float, float, int]:
-        """(channel "dram"|"l2", traffic bytes, channel cycles, local cycles, latency) of a load."""
+    def load(self, ins: DmaLoad) -> tuple[str, int, float, int, float, int]:
+        """(channel "dram"|"l2", traffic bytes, channel cycles, local bytes, local cycles, latency) of a load."""
         size = DTYPES[ins.dtype].size
         t, b, lft, r = ins.pad
-        local = (ins.rows + t + b) * (ins.cols + lft + r) * size / self.local_bw[ins.dst.space]
+        nbytes = (ins.rows + t + b) * (ins.cols + lft + r) * size
+        local = nbytes / self.local_bw[ins.dst.space]
         if ins.src.space == "dram":
             traffic = transfer_bytes(ins.rows, ins.cols, ins.src_stride, size, self.burst)
-            return "dram", traffic, traffic / self.dram_bw, local, self.dram_lat
+            return "dram", traffic, traffic / self.dram_bw, nbytes, local, self.dram_lat
         traffic = transfer_bytes(ins.rows, ins.cols, ins.src_stride, size, self.l2_row)
-        return "l2", traffic, traffic / self.l2_bw, local, self.l2_lat
+        return "l2", traffic, traffic / self.l2_bw, nbytes, local, self.l2_lat
 
-    def store(self, ins: DmaStore) -> tuple[str, int, float, float, int]:
-        """(channel, traffic bytes, channel cycles, local cycles, latency) of a store."""
+    def store(self, ins: DmaStore) -> tuple[str, int, float, int, float, int]:
+        """(channel, traffic bytes, channel cycles, local bytes, local cycles, latency) of a store."""
         size = DTYPES[ins.dst_dtype].size
-        local = ins.rows * ins.cols * DTYPES[ins.src_dtype].size / self.local_bw[ins.src.space]
+        nbytes = ins.rows * ins.cols * DTYPES[ins.src_dtype].size
+        local = nbytes / self.local_bw[ins.src.space]
         if ins.dst.space == "dram":
             traffic = transfer_bytes(ins.rows, ins.cols, ins.dst_stride, size, self.burst)
-            return "dram", traffic, traffic / self.dram_bw, local, self.dram_lat
+            return "dram", traffic, traffic / self.dram_bw, nbytes, local, self.dram_lat
         traffic = transfer_bytes(ins.rows, ins.cols, ins.dst_stride, size, self.l2_row)
-        return "l2", traffic, traffic / self.l2_bw, local, self.l2_lat
+        return "l2", traffic, traffic / self.l2_bw, nbytes, local, self.l2_lat
 
 
 def _fold_sum(stream: int, swap_dim: int, tile: int, other_folds: int, double_buffered: bool,

@@ -294,13 +294,14 @@ class _Engine:
                     sram += (ins.m * ins.k + ins.k * ins.n) * DTYPES[ins.dtype].size + \
                         ins.m * ins.n * DTYPES[ins.acc_dtype].size * (1 + ins.accumulate)
                 elif tp is DmaLoad or tp is DmaStore:
-                    chan, traffic, chan_cycles, local, lat = dma.load(ins) if tp is DmaLoad else dma.store(ins)
+                    chan, traffic, chan_cycles, local_bytes, local, lat = \
+                        dma.load(ins) if tp is DmaLoad else dma.store(ins)
                     cf = chan_free[chan]
                     if cf > start:
                         start = cf
                     chan_free[chan] = start + chan_cycles
                     occ = chan_cycles if chan_cycles > local else local
-                    sram += local
+                    sram += local_bytes
                     if chan == "dram":
                         if tp is DmaLoad:
                             dram_rd += traffic
