@@ -230,12 +230,13 @@ def test_compile_cache_second_compile_fast_without_gcc(tmp_path: Path, monkeypat
 
 # ---- errors --------------------------------------------------------------------------------------
 def test_compile_error_names_op_and_node() -> None:
-    b = GB("topk")
+    b = GB("dropout")
     x = b.input("x", (4, 5))
-    k = b.const("k", np.array([2], np.int64))
-    b.op("TopK", [x, k], name="my_topk_node", outs=["v", "i"], axis=1)  # TopK: no compute definition
-    with pytest.raises(CompileError, match=r"TopK.*my_topk_node"):
-        compile_graph(b.done("v", "i"), TARGET)
+    ratio = b.const("ratio", np.array(0.5, np.float32))
+    training = b.const("training", np.array(True))
+    y = b.op("Dropout", [x, ratio, training], name="my_dropout_node")  # training mode: no compute definition
+    with pytest.raises(CompileError, match=r"Dropout.*my_dropout_node"):
+        compile_graph(b.done(y), TARGET)
 
 
 # ---- hostile names ----------------------------------------------------------------------------------

@@ -26,19 +26,11 @@ CASES: dict[str, tuple[str, ...]] = {
         "test_unique_sorted_with_axis_3d", "test_unique_sorted_with_negative_axis",
         "test_unique_sorted_without_axis",
     ),
-    # TopK has no compute definition (a selection sort along the axis is not written yet).
-    "no compute definition: TopK": ("test_top_k", "test_top_k_negative_axis", "test_top_k_smallest"),
     # Dropout with training_mode=1 and ratio > 0 draws a random mask (from the seed attribute, as the
     # reference does): the compute definition covers inference and ratio 0 only.
     "no compute definition: Dropout in training mode (random mask)": (
         "test_training_dropout", "test_training_dropout_default", "test_training_dropout_default_mask",
         "test_training_dropout_mask",
-    ),
-    # Operator modes with no compute definition: MaxPool's Indices output, BatchNormalization with
-    # training_mode=1 (batch statistics).
-    "no compute definition: MaxPool Indices output, BatchNormalization training_mode=1": (
-        "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode",
-        "test_maxpool_with_argmax_2d_precomputed_pads", "test_maxpool_with_argmax_2d_precomputed_strides",
     ),
 }
 

@@ -373,7 +373,8 @@ def test_reduce_axes_must_be_constant() -> None:
         lower("ReduceSum", [f32(2, 3), i64(1)], (), 1, {})
 
 
-def test_batchnorm_training_rejected() -> None:
-    v = f32(3)
-    with pytest.raises(NotImplementedError, match="training_mode=1"):
-        lower("BatchNormalization", [f32(2, 3, 4), v, v, v, v], (), 1, {"training_mode": 1})
+@pytest.mark.parametrize("n_out", [1, 3])
+def test_batchnorm_training_uses_batch_statistics(n_out: int) -> None:
+    var = f32(3, lo=0.5, hi=2.0)
+    check("BatchNormalization", [f32(2, 3, 4, 5), f32(3), f32(3), f32(3), var], (), n_out,
+          {"training_mode": 1, "momentum": 0.8})

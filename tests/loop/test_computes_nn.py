@@ -198,9 +198,19 @@ def test_global_pools(op: str, attrs: dict, shape: tuple[int, ...]) -> None:
     check(op, [rand(*shape)], attrs)
 
 
-def test_maxpool_indices_output_is_rejected() -> None:
-    with pytest.raises(CompileError, match="Indices"):
-        build("MaxPool", [rand(1, 1, 4, 4)], {"kernel_shape": [2, 2]}, set(), 2)
+@pytest.mark.parametrize("storage_order", [0, 1])
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [2, 2]}, {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]},
+    {"kernel_shape": [2, 2], "dilations": [2, 1], "ceil_mode": 1, "strides": [2, 2]},
+])
+def test_maxpool_indices(storage_order: int, attrs: dict) -> None:
+    check("MaxPool", [rand(2, 3, 5, 6)], {**attrs, "storage_order": storage_order}, n_out=2)
+
+
+def test_maxpool_indices_ties_pick_the_first_tap() -> None:
+    x = np.zeros((1, 1, 4, 4), F32)
+    x[0, 0, 1, 0] = x[0, 0, 0, 1] = 1.0  # both in the first window: (0, 1) comes first in kernel order
+    check("MaxPool", [x], {"kernel_shape": [2, 2], "strides": [2, 2]}, n_out=2)
 
 
 # ---- other nn ----------------------------------------------------------------------------------
@@ -460,6 +470,13 @@ def test_scatter_nd(reduction: str, data: tuple[int, ...], idx: list) -> None:
     check("ScatterND", [rand(*data), ind, upd], {"reduction": reduction})
 
 
+@pytest.mark.parametrize("largest", [0, 1])
+@pytest.mark.parametrize(("axis", "k"), [(-1, 3), (0, 2), (1, 6)])
+def test_top_k(largest: int, axis: int, k: int) -> None:
+    x = RNG.integers(0, 4, (4, 6, 5)).astype(F32)  # many ties: lower index first
+    check("TopK", [x, np.array([k], np.int64)], {"axis": axis, "largest": largest}, consts={1}, n_out=2)
+
+
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_one_hot(axis: int) -> None:
     idx = np.array([[0, 3, -1], [4, -5, 2]], np.int64)
@@ -476,7 +493,6 @@ NO_COMPUTE = {
     "Compress": "output size depends on the data",
     "NonZero": "output size depends on the data",
     "Unique": "output size depends on the data",
-    "TopK": "a sort, not a tensor expression",
 }
 FAMILIES = {f"tessera.graph.ops.{m}" for m in ("linalg", "nn", "pooling", "shape", "indexing")}
 

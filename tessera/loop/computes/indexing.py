@@ -1,5 +1,5 @@
 """Compute definitions: indexing (Gather, GatherElements, GatherND, Slice, OneHot, ScatterElements,
-ScatterND).
+ScatterND, TopK).
 
 Index tensors may be run-time values: the definition loads them, wraps negative indices
 (ONNX) and clamps into the axis so that a bad index cannot read out of bounds (the reference
@@ -16,7 +16,7 @@ from tessera.graph.ops.indexing import slice_range
 from tessera.loop.compute import ComputeContext, compute_def
 from tessera.loop.computes.nn import clamp, pad_value
 from tessera.loop.computes.shape import const_ints
-from tessera.loop.expr import Expr, Var, cast, const, logical_and, maximum, minimum, select
+from tessera.loop.expr import Expr, Var, binop, cast, const, logical_and, maximum, minimum, select
 from tessera.loop.te import Tensor, compute, reduce, reduce_axis
 
 
@@ -199,3 +199,36 @@ def _scatter_nd(ctx: ComputeContext) -> list[Tensor]:
         return hit(o, u), upd_at(o, u), axes
 
     return [_scatter_reduced(data, reduction, candidates)]
+
+
+# ---- TopK ----------------------------------------------------------------------------------------
+
+
+@compute_def("TopK", "reduction", const_inputs=(1,))
+def _top_k(ctx: ComputeContext) -> list[Tensor]:
+    """The k largest (smallest) elements along the axis, ties by lower index: each element's rank
+    is how many elements precede it in that order (a count over the axis); output ``r`` is the
+    element of rank ``r``. O(n^2) per row: meant for the small k-selections of models."""
+    x = ctx.input(0)
+    axis = int(ctx.attrs["axis"]) % x.ndim
+    n = x.shape[axis]
+    largest = bool(ctx.attrs["largest"])
+
+    def rank(*i: Expr) -> Expr:
+        j = reduce_axis(n, "j")
+        other = x[(*i[:axis], j[0], *i[axis + 1:])]
+        mine = x[i]
+        better = other.gt(mine) if largest else other.lt(mine)
+        before = binop("or", better, logical_and(other.eq(mine), j[0].lt(i[axis])))
+        return reduce("sum", select(before, const(1, "i64"), const(0, "i64")), j)
+
+    ranks = compute(x.shape, rank, "topk_rank")
+
+    def index(*o: Expr) -> Expr:
+        i = reduce_axis(n, "i")
+        at = (*o[:axis], i[0], *o[axis + 1:])
+        return reduce("sum", select(ranks[at].eq(o[axis]), cast(i[0], "i64"), const(0, "i64")), i)
+
+    order = compute(ctx.out_shape(), index, "topk_index")
+    values = compute(ctx.out_shape(), lambda *o: x[(*o[:axis], clamp(order[o], 0, n - 1), *o[axis + 1:])], "topk")
+    return [values, order]

@@ -156,7 +156,8 @@ def _dropout(ctx: ComputeContext) -> list[Tensor]:
     if training is not None and bool(training):
         ratio = ctx.const(1) if given(1) else np.array(0.5)
         if ratio is None or float(ratio) != 0.0:
-            raise CompileError("Dropout in training mode has no compute definition (inference only)")
+            raise CompileError(f"Dropout node {ctx.name!r}: training mode (a random mask) has no compute "
+                               "definition (inference and ratio 0 only)")
     outs = [compute(x.shape, lambda *i: x[i], "dropout")]
     if len(ctx.out_types) > 1:
         outs.append(compute(x.shape, lambda *i: const(True), "dropout_mask"))

@@ -3,7 +3,8 @@
 
 Statistics are reduction stages: a sum for the mean, then a sum of squared deviations from it
 (two-pass variance), read back at every element by the final normalize-scale-shift stage.
-BatchNormalization covers inference (``training_mode=0``) only.
+BatchNormalization with ``training_mode=1`` normalizes with the batch statistics and also
+outputs the updated running mean and variance.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ def _moments(x: Tensor, axes: Axes, name: str) -> tuple[Callable[[tuple[Expr, ..
 # ---- BatchNormalization --------------------------------------------------------------------
 @math_compute("BatchNormalization", "elementwise")
 def _batch_norm(ctx: ComputeContext) -> list[Tensor]:
-    if ctx.attrs["training_mode"]:
-        raise NotImplementedError("BatchNormalization: training_mode=1 has no compute definition (inference only)")
     x, scale, bias, mean, var = (ctx.input(k) for k in range(5))
     eps = ctx.attrs["epsilon"]
+    if ctx.attrs["training_mode"]:
+        return _batch_norm_training(ctx, x, scale, bias, mean, var)
 
     def body(*i: Expr) -> Expr:
         c = (i[1],)
@@ -49,6 +50,33 @@ def _batch_norm(ctx: ComputeContext) -> list[Tensor]:
         return norm * scale[c] + bias[c]
 
     return [compute(ctx.out_shape(), body, "batchnorm", dtype=ctx.out_dtype())]
+
+
+def _batch_norm_training(ctx: ComputeContext, x: Tensor, scale: Tensor, bias: Tensor, mean: Tensor,
+                         var: Tensor) -> list[Tensor]:
+    """Normalize with the batch's mean and (biased) variance over all axes but the channel's;
+    outputs 2 and 3 are ``running * momentum + batch * (1 - momentum)``."""
+    axes = (0, *range(2, x.ndim))
+    cur_mean, cur_var = _moments(x, axes, "batchnorm")
+    eps, mom = ctx.attrs["epsilon"], float(ctx.attrs["momentum"])
+
+    def body(*i: Expr) -> Expr:
+        c = (i[1],)
+        return (x[i] - cur_mean(i)) / call("sqrt", cur_var(i) + fconst(eps, x[i])) * scale[c] + bias[c]
+
+    outs = [compute(ctx.out_shape(), body, "batchnorm", dtype=ctx.out_dtype())]
+
+    def running(run: Tensor, cur: Callable[[tuple[Expr, ...]], Expr]) -> Tensor:
+        def fn(c: Expr) -> Expr:
+            at = tuple(c if d == 1 else const(0) for d in range(x.ndim))
+            return run[(c,)] * fconst(mom, run[(c,)]) + cur(at) * fconst(1.0 - mom, run[(c,)])
+        return compute(run.shape, fn, "batchnorm_running")
+
+    if len(ctx.out_types) > 1:
+        outs.append(running(mean, cur_mean))
+    if len(ctx.out_types) > 2:
+        outs.append(running(var, cur_var))
+    return outs
 
 
 # ---- LayerNormalization / RMSNormalization -------------------------------------------------

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from tessera.errors import CompileError
+import numpy as np
+
 from tessera.graph.ops.nn import Window, make_window
 from tessera.loop.compute import ComputeContext, compute_def
 from tessera.loop.computes.nn import pad_value, padded_input, window_taps
-from tessera.loop.expr import Expr, call, cast, const, maximum, minimum
-from tessera.loop.te import Tensor, compute, reduce_axis, rmax, rsum
+from tessera.loop.expr import Expr, call, cast, const, maximum, minimum, select
+from tessera.loop.te import Tensor, compute, reduce_axis, rmax, rmin, rsum
 
 ElemFn = Callable[[Expr], Expr]
 
@@ -32,16 +33,50 @@ def _window_reduce(x: Tensor, win: Window, combiner: str, fill: float, shape: Se
     return compute(shape, body, name)
 
 
-def _single_output(ctx: ComputeContext, op: str) -> None:
-    if len(ctx.out_types) > 1 and ctx.out_types[1] is not None:
-        raise CompileError(f"{op}: the Indices output has no compute definition")
-
-
 @compute_def("MaxPool", "reduction")
 def _maxpool(ctx: ComputeContext) -> list[Tensor]:
-    _single_output(ctx, "MaxPool")
     x = ctx.input(0)
-    return [_window_reduce(x, _window(ctx), "max", float("-inf"), ctx.out_shape(), "maxpool")]
+    win = _window(ctx)
+    best = _window_reduce(x, win, "max", float("-inf"), ctx.out_shape(), "maxpool")
+    if len(ctx.out_types) < 2 or ctx.out_types[1] is None:
+        return [best]
+    return [best, _maxpool_indices(x, win, best, int(ctx.attrs["storage_order"]))]
+
+
+def _maxpool_indices(x: Tensor, win: Window, best: Tensor, storage_order: int) -> Tensor:
+    """MaxPool's Indices: the flat (unpadded; row-major, or column-major with ``storage_order``)
+    position of the first tap, in kernel order, that holds the window's maximum."""
+    xp, geo = padded_input(x, win, pad_value(x.dtype, float("-inf")))
+    spatial = [int(d) for d in x.shape[2:]]
+    order = range(len(spatial)) if storage_order == 0 else reversed(range(len(spatial)))
+    strides = [0] * len(spatial)
+    step = 1
+    for i in reversed(list(order)):
+        strides[i] = step
+        step *= spatial[i]
+    kernel = [int(k) for k in win.kernel]
+    tap_strides = [int(np.prod(kernel[i + 1:])) for i in range(len(kernel))]
+    n_taps = int(np.prod(kernel))
+
+    def first_tap(n: Expr, c: Expr, *o: Expr) -> Expr:
+        taps, pos = window_taps(win, o)
+        lin: Expr = const(0)
+        for t, ts in zip(taps, tap_strides, strict=True):
+            lin = lin + t[0] * ts
+        hit = xp[(n, c, *pos)].eq(best[(n, c, *o)])
+        return rmin(select(hit, cast(lin, "i64"), const(n_taps, "i64")), *taps)
+
+    first = compute(best.shape, first_tap, "maxpool_first_tap")
+
+    def index(n: Expr, c: Expr, *o: Expr) -> Expr:
+        t = minimum(first[(n, c, *o)], const(n_taps - 1, "i64"))
+        flat = (n * x.shape[1] + c) * step
+        for i, (oi, (pb, _, _)) in enumerate(zip(o, geo, strict=True)):
+            k = t // tap_strides[i] % kernel[i]
+            flat = flat + (oi * win.strides[i] + k * win.dilations[i] - pb) * strides[i]
+        return cast(flat, "i64")
+
+    return compute(best.shape, index, "maxpool_indices")
 
 
 def _tap_count(win: Window, i: int, lo: int, hi: int, out: int, o: Expr) -> Expr:
