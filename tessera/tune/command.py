@@ -67,7 +67,7 @@ def run_tune(g: Any, shapes: Mapping[str, Any] | None, target_name: str, *, minu
         bar.update(job, completed=budget)
     console.print(report_table(results, target, limit=25))
     d, t = totals(results)
-    size = db.path.stat().st_size if db.path.exists() else 0
+    size = db.size_bytes()
     console.print(f"kernel time (sum of count x time): default {fmt_seconds(d)} -> tuned {fmt_seconds(t)} "
                   f"({d / t if t else 0:.2f}x); tuning took {time.perf_counter() - t0:.0f} s; "
                   f"database {db.path}: {db.count()} records, {size / 1024:.0f} KiB")

@@ -116,7 +116,16 @@ class TuningDB:
                                 f"this Tessera reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
+        """Fold the write-ahead log into the file and close."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.DatabaseError:
+            pass  # another connection is reading: the log is folded in later
         self._conn.close()
+
+    def size_bytes(self) -> int:
+        """Bytes on disk (the file and its write-ahead log)."""
+        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists())
 
     def __enter__(self) -> TuningDB:
         return self

@@ -194,8 +194,9 @@ def _pick(searches: list[TaskSearch]) -> TaskSearch | None:
 
     def gain(s: TaskSearch) -> float:
         best = s.best_seconds or 0.0
-        h = s.history
-        backward = (h[-1 - WINDOW] - h[-1]) / WINDOW if len(h) > WINDOW else (h[0] - h[-1]) / len(h)
+        h = [s.default_seconds or best, *s.history]
+        w = min(WINDOW, len(h) - 1) or 1
+        backward = (h[-1 - w] - h[-1]) / w if len(h) > 1 else 0.0
         forward = best / (s.rounds + 1)
         return s.task.weight * (BACKWARD_WEIGHT * backward + (1 - BACKWARD_WEIGHT) * forward)
 
