@@ -235,8 +235,10 @@ def compile_graph_npu(
     g: Graph, target: str | NpuDescription, precision: str = "auto",
     calibration: Sequence[Sequence[np.ndarray] | Mapping[str, np.ndarray]] | None = None,
     calibration_method: str = "minmax", search: bool = True, optimize: bool = True,
+    plan: QuantizationPlan | None = None,
 ) -> NpuCompiledModel:
-    """Compile a graph with static input shapes for an NPU (see module docstring)."""
+    """Compile a graph with static input shapes for an NPU (see module docstring). ``plan``: a
+    quantization plan already calibrated for this (optimized) graph, reused instead of calibrating."""
     t0 = time.perf_counter()
     desc = load_description(target)
     machine = machine_from(desc)
@@ -248,8 +250,7 @@ def compile_graph_npu(
     for v in g.inputs:
         if not g.types[v].is_static:
             raise CompileError(f"input {v!r} of {g.name!r} has symbolic dims {g.types[v]}; pass input_shapes")
-    plan = None
-    if prec == "int8":
+    if prec == "int8" and plan is None:
         if not calibration:
             raise CompileError(f"target {desc.name} computes in int8: pass calibration inputs "
                                f"(calibration=[inputs, ...]) for post-training quantization")

@@ -90,4 +90,5 @@ def rel_err(y: np.ndarray, ref: np.ndarray) -> float:
 
 def cosine(y: np.ndarray, ref: np.ndarray) -> float:
     a, r = y.reshape(-1).astype(np.float64), ref.reshape(-1).astype(np.float64)
-    return float(a @ r / max(np.linalg.norm(a) * np.linalg.norm(r), 1e-30))
+    na, nr = np.linalg.norm(a), np.linalg.norm(r)
+    return float((a / na) @ (r / nr)) if na > 0 and nr > 0 else float(na == nr)

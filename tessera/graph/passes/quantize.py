@@ -40,6 +40,13 @@ class TensorQuant:
     lo: float
     hi: float
     scale: float
+    rms: float = 0.0
+
+    @property
+    def noise(self) -> float:
+        """Rounding noise of int8 at this scale relative to the signal's RMS (uniform error model:
+        ``scale / sqrt(12) / rms``); large when a few outliers set the range."""
+        return self.scale / np.sqrt(12.0) / self.rms if self.rms > 0 else 0.0
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         return quantize_array(x, self.scale)
@@ -57,6 +64,18 @@ class WeightQuant:
     axis: int
 
 
+@dataclass(frozen=True)
+class Smoothing:
+    """Per-input-channel smoothing of one matrix-product node (SmoothQuant): the input is divided by
+    ``factors`` along ``axis`` before quantization and the weight multiplied by them, which moves
+    activation outliers into the (per-channel quantized) weights; ``x * w`` is unchanged."""
+
+    factors: np.ndarray  # float32, one per input channel
+    axis: int  # the input's channel axis
+    input: TensorQuant  # of the smoothed input
+    weight: WeightQuant  # of the smoothed weight
+
+
 @dataclass
 class QuantizationPlan:
     """Scales per tensor and quantized weights for one graph (see module docstring)."""
@@ -64,6 +83,7 @@ class QuantizationPlan:
     activations: dict[str, TensorQuant] = field(default_factory=dict)
     weights: dict[str, WeightQuant] = field(default_factory=dict)
     method: str = "minmax"
+    smoothing: dict[str, Smoothing] = field(default_factory=dict)  # by node name
 
     def act(self, name: str) -> TensorQuant:
         try:
@@ -135,14 +155,35 @@ def weight_axis(g: Graph, node: Node) -> tuple[str, int] | None:
     return None
 
 
+def _channel_axis(g: Graph, node: Node) -> int | None:
+    """The input's channel (reduction) axis of a matrix-product node with a constant weight."""
+    if weight_axis(g, node) is None:
+        return None
+    if node.op == "Conv":
+        return 1
+    if node.op == "Gemm" and node.attrs.get("transA", 0):
+        return None
+    return -1
+
+
+def _weight_in_axis(g: Graph, node: Node) -> int:
+    """The weight's input-channel axis (the one the smoothing factors scale)."""
+    if node.op == "Conv":
+        return 1
+    if node.op == "Gemm":
+        return 1 if node.attrs.get("transB", 0) else 0
+    return 0
+
+
 def calibrate(
     g: Graph, calibration: Sequence[Sequence[np.ndarray] | Mapping[str, np.ndarray]],
-    method: str = "minmax", percentile: float = 99.99,
+    method: str = "minmax", percentile: float = 99.99, channels: dict[str, np.ndarray] | None = None,
 ) -> dict[str, TensorQuant]:
     """Ranges and scales of every float value of ``g`` over the calibration inputs.
 
     ``minmax`` uses the largest ``|x|`` seen; ``percentile`` the given percentile of ``|x|``
-    (per batch, then the largest over batches), which ignores rare outliers."""
+    (per batch, then the largest over batches), which ignores rare outliers. When ``channels`` is
+    given, the per-channel ``max |x|`` of every matrix-product input is stored there by node name."""
     if method not in ("minmax", "percentile"):
         raise GraphError(f"unknown calibration method {method!r} (choose from minmax, percentile)")
     if not calibration:
@@ -153,9 +194,12 @@ def calibrate(
     names = [v for v in g.inputs if g.types[v].dtype.is_float]
     names += [o for n in g.nodes for o in n.outputs if o and o in g.types and g.types[o].dtype.is_float]
     probe.outputs = list(dict.fromkeys(names))
+    matrix_inputs = [(n, _channel_axis(g, n)) for n in g.nodes if n.op in MATRIX_OPS]
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     amax: dict[str, float] = {}
+    sq: dict[str, float] = {}
+    count: dict[str, int] = {}
     rng = np.random.default_rng(0)
     for feeds in calibration:
         values = run_reference(probe, feeds)
@@ -165,6 +209,8 @@ def calibrate(
                 continue
             lo[name] = min(lo.get(name, np.inf), float(v.min()))
             hi[name] = max(hi.get(name, -np.inf), float(v.max()))
+            sq[name] = sq.get(name, 0.0) + float(np.square(v, dtype=np.float64).sum())
+            count[name] = count.get(name, 0) + v.size
             if method == "percentile":
                 flat = np.abs(v.reshape(-1))
                 if flat.size > _PERCENTILE_SAMPLES:
@@ -173,26 +219,67 @@ def calibrate(
             else:
                 a = max(abs(lo[name]), abs(hi[name]))
             amax[name] = max(amax.get(name, 0.0), a)
-    return {n: TensorQuant(lo[n], hi[n], amax[n] / QMAX if amax[n] > 0 else 1.0) for n in amax}
+        if channels is not None:
+            for node, axis in matrix_inputs:
+                x = values.get(node.inputs[0])
+                if axis is None or x is None or x.ndim < 2:
+                    continue
+                red = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+                cmax = np.abs(x).max(axis=red).astype(np.float32)
+                prev = channels.get(node.name)
+                channels[node.name] = cmax if prev is None else np.maximum(prev, cmax)
+    return {n: TensorQuant(lo[n], hi[n], amax[n] / QMAX if amax[n] > 0 else 1.0, float(np.sqrt(sq[n] / count[n])))
+            for n in amax}
+
+
+def _smoothing(g: Graph, node: Node, cmax: np.ndarray, alpha: float) -> Smoothing | None:
+    wa = weight_axis(g, node)
+    axis = _channel_axis(g, node)
+    if wa is None or axis is None:
+        return None
+    w = np.asarray(g.constants[wa[0]], np.float32)
+    in_axis = _weight_in_axis(g, node)
+    if w.shape[in_axis] != cmax.size:
+        return None
+    red = tuple(i for i in range(w.ndim) if i != in_axis)
+    wmax = np.abs(w).max(axis=red)
+    ok = (cmax > 0) & (wmax > 0)
+    f = np.ones(cmax.size, np.float64)
+    f[ok] = cmax[ok].astype(np.float64) ** alpha / wmax[ok].astype(np.float64) ** (1 - alpha)
+    f = np.clip(f, 1e-5, 1e5).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[in_axis] = -1
+    smoothed = quantize_weight(w * f.reshape(shape), wa[1])
+    xmax = float((cmax / f).max())
+    return Smoothing(f, axis, TensorQuant(-xmax, xmax, xmax / QMAX if xmax > 0 else 1.0), smoothed)
 
 
 def quantize(
     g: Graph, calibration: Sequence[Sequence[np.ndarray] | Mapping[str, np.ndarray]],
-    method: str = "minmax", percentile: float = 99.99,
+    method: str = "minmax", percentile: float = 99.99, smooth: float | None = 0.7,
 ) -> QuantizationPlan:
-    """Calibrate activations and quantize the weights of every Conv/MatMul/Gemm (module docstring)."""
-    plan = QuantizationPlan(calibrate(g, calibration, method, percentile), {}, method)
+    """Calibrate activations and quantize the weights of every Conv/MatMul/Gemm (module docstring).
+
+    ``smooth`` = alpha of SmoothQuant (factor ``max|x_j|^alpha / max|w_j|^(1-alpha)`` per input channel
+    ``j``), applied to every matrix product with a constant weight; None disables it."""
+    channels: dict[str, np.ndarray] = {}
+    plan = QuantizationPlan(calibrate(g, calibration, method, percentile, channels if smooth else None), {}, method)
     for node in g.nodes:
         if node.op in MATRIX_OPS:
             wa = weight_axis(g, node)
             if wa is not None and wa[0] not in plan.weights:
                 plan.weights[wa[0]] = quantize_weight(g.constants[wa[0]], wa[1])
+            if smooth is not None and node.name in channels and method == "minmax":
+                sm = _smoothing(g, node, channels[node.name], smooth)
+                if sm is not None:
+                    plan.smoothing[node.name] = sm
     return plan
 
 
 __all__ = [
     "PRECISIONS",
     "QuantizationPlan",
+    "Smoothing",
     "TensorQuant",
     "WeightQuant",
     "calibrate",
