@@ -25,12 +25,12 @@ from contextlib import contextmanager
 from tessera.codegen.c_expr import ScalarExprs
 from tessera.codegen.c_types import WIDTH, c_type, check_ident, prelude, vector_ok
 from tessera.codegen.c_vector import NotPromotable, NoVec, Promo, VectorExprs, linear_coeff
-from tessera.loop.expr import Const, Expr, Load, Var, const, loads_in, simplify, substitute
+from tessera.loop.expr import BinOp, Const, Expr, Load, Var, const, linear_form, loads_in, simplify, substitute, to_str
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
 
 __all__ = ["render_kernel", "render_module", "c_type"]
 
-MAX_PROMOTED = 256  # elements of a local buffer that may be scalar-replaced
+MAX_PROMOTED = 512  # elements of a local buffer that may be scalar-replaced (32 registers of 16 lanes)
 MAX_STACK_BYTES = 64 * 1024  # larger local buffers go to the heap (OpenMP thread stacks are small)
 _FULL_UNROLL_EXTENT = 16
 _FULL_UNROLL_SIZE = 512  # statements emitted by one fully unrolled loop
@@ -46,6 +46,27 @@ def render_kernel(kernel: Kernel, vector_lanes: dict[str, int]) -> str:
 def render_module(kernels: list[str], entry: str) -> str:
     """A complete C translation unit: prelude, the rendered kernels, then ``entry``."""
     return "\n".join([prelude(), *kernels, entry, ""])
+
+
+def _collapse(e: Expr) -> Expr:
+    """An affine index rebuilt from its linear form, so ``(x//c)*c + x%c`` becomes ``x`` (the
+    vectorizer then sees a fused axis as contiguous)."""
+    lf = linear_form(e)
+    if lf is None:
+        return e
+    terms, c0 = lf
+    if not any(isinstance(a, BinOp) and a.op in ("floordiv", "mod") for a in _atoms(e)):
+        return e  # nothing to collapse: keep the simplifier's form
+    out: Expr = const(c0)
+    for atom, k in sorted(terms.items(), key=lambda t: to_str(t[0])):
+        out = out + (atom if k == 1 else atom * k)
+    return simplify(out)
+
+
+def _atoms(e: Expr) -> list[Expr]:
+    if isinstance(e, BinOp) and e.op in ("add", "sub", "mul"):
+        return _atoms(e.a) + _atoms(e.b)
+    return [e]
 
 
 def _stores_only(s: Stmt) -> list[Store] | None:
@@ -153,7 +174,7 @@ class _Emitter(ScalarExprs, VectorExprs):
         for i, n in zip(reversed(indices), reversed(buf.shape), strict=True):
             flat = i * stride + flat
             stride *= n
-        return simplify(flat, self.ranges)
+        return _collapse(simplify(flat, self.ranges))
 
     def mem_ref(self, buf: Buffer, indices: tuple[Expr, ...]) -> str:
         flat = self.flat_index(buf, indices)

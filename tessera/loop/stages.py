@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tessera.loop.expr import Expr, Load, Reduce, Var, children, substitute, transform
+from tessera.loop.expr import Const, Expr, Load, Reduce, Var, children, substitute, transform
 from tessera.loop.te import Tensor, topo_order
 
 
@@ -110,5 +110,13 @@ def _attachable(red: Tensor, consumer: Tensor, body: Expr) -> bool:
         return False
     loads = _loads_of(body, red)
     return bool(loads) and all(
-        all(isinstance(i, Var) and i == a for i, a in zip(ld.indices, consumer.axes, strict=True)) for ld in loads
+        all(_same_index(i, a, n) for i, a, n in zip(ld.indices, consumer.axes, consumer.shape, strict=True))
+        for ld in loads
     )
+
+
+def _same_index(i: Expr, axis: Var, extent: int) -> bool:
+    """``i`` is the consumer's own ``axis`` (a broadcast constant 0 counts on an extent-1 axis)."""
+    if isinstance(i, Var):
+        return i == axis
+    return extent == 1 and isinstance(i, Const) and i.value == 0

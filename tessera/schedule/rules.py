@@ -33,8 +33,10 @@ outside the candidates raise ``ValueError``. Knobs by kind (``knob_space`` alway
 ``"kind": [kind]``):
 
 ``elementwise``
-    ``vector``: split factor of the innermost axis that is vectorized (0 = scalar);
-    multiples of the vector lanes that divide the axis.
+    ``fuse_inner``: how many outer axes are fused into the innermost one first (the
+    default makes the innermost loop a multiple of the vector lanes).
+    ``vector``: split factor of the innermost loop that is vectorized (0 = scalar); one, two
+    or four vectors; a factor that does not divide the loop means scalar.
     ``parallel_depth``: how many outer loops (outermost first) are fused into the parallel
     loop (0 = serial; clamped to the number of outer loops).
 ``reduction``
@@ -82,6 +84,7 @@ class TileChoice:
 
 VECTOR_DTYPES = ("f32",)
 MIN_TILED_REDUCTION = 8  # reduction length below which register tiling does not pay
+EXACT_TILE_SHARE = 0.6  # an exact (unpadded) tile wins with at least this share of the padded tile's size
 PACK_MIN_REUSE = 32  # tile rows that must re-read a contiguous activation panel to pay for packing it
 MR_CHOICES = (8, 6, 5, 4, 3, 2, 1)
 NV_CHOICES = (4, 3, 2, 1)
@@ -117,11 +120,13 @@ def default_knobs(stage: Stage, target: TargetInfo, constants: frozenset[Any] = 
     """The knob values the generic rules choose."""
     kind = stage_kind(stage)
     if kind == "elementwise":
-        nest = stage_nest(stage)
-        ext = nest.loops[-1].extent if nest.loops else 0
         lanes = _lanes(stage, target)
+        fuse = _elementwise_fuse(stage, lanes)
+        ext = 1
+        for e in stage.tensor.shape[len(stage.tensor.shape) - 1 - fuse:]:
+            ext *= e
         vec = lanes if lanes > 1 and ext >= lanes and ext % lanes == 0 else 0
-        return {"kind": kind, "vector": vec, "parallel_depth": len(stage.tensor.shape)}
+        return {"kind": kind, "fuse_inner": fuse, "vector": vec, "parallel_depth": len(stage.tensor.shape)}
     if kind == "reduction":
         return {"kind": kind, "parallel_depth": len(stage.tensor.shape)}
     return _tiled_defaults(stage, target, constants)
@@ -220,9 +225,22 @@ def _elementwise_space(stage: Stage, target: TargetInfo) -> dict[str, list[Any]]
     lanes = _lanes(stage, target)
     vec = [0]
     if nest.loops and lanes > 1:
-        ext = nest.loops[-1].extent
-        vec += [f * lanes for f in (1, 2, 4) if ext >= f * lanes and ext % (f * lanes) == 0]
-    return {"vector": vec, "parallel_depth": list(range(len(nest.loops) + 1))}
+        vec += [f * lanes for f in (1, 2, 4)]
+    return {"fuse_inner": list(range(max(len(nest.loops), 1))), "vector": vec,
+            "parallel_depth": list(range(len(nest.loops) + 1))}
+
+
+def _elementwise_fuse(stage: Stage, lanes: int) -> int:
+    """Trailing axes to fuse so that the innermost loop is a multiple of the vector lanes."""
+    ext = [lp.extent for lp in stage_nest(stage).loops]
+    if lanes <= 1 or not ext or ext[-1] % lanes == 0:
+        return 0
+    n = ext[-1]
+    for f in range(1, len(ext)):
+        n *= ext[-1 - f]
+        if n % lanes == 0:
+            return f
+    return 0
 
 
 def _elementwise(stage: Stage, knobs: Knobs) -> list[Step]:
@@ -230,10 +248,15 @@ def _elementwise(stage: Stage, knobs: Knobs) -> list[Step]:
     axes = [lp.name for lp in n.nest.loops]
     if not axes:
         return n.steps
+    for _ in range(min(int(knobs["fuse_inner"]), len(axes) - 1)):
+        fused = f"{axes[-2]}_{axes[-1]}"
+        n.do("fuse", axes[-2], axes[-1])
+        axes = [*axes[:-2], fused]
     last = axes[-1]
     outer = axes[:-1]
     vec = int(knobs["vector"])
-    if vec:
+    ext = n.nest.loop(last).extent
+    if vec and ext % vec == 0:
         n.do("split", last, vec)
         n.do("vectorize", f"{last}_i")
         outer = [*outer, f"{last}_o"]
@@ -430,9 +453,8 @@ def _tiled_defaults(stage: Stage, target: TargetInfo, constants: frozenset[Any])
     regs = target.vector_registers
     tile = _choose_tile(plan.m_extent, plan.v_extent, lanes, regs, padded_ok=True)
     exact = _choose_tile(plan.m_extent, plan.v_extent, lanes, regs, padded_ok=False)
-    if (not plan.non_contig and exact.mr * exact.nv >= 0.75 * tile.mr * tile.nv
-            and plan.v_extent % (exact.nv * lanes) == 0):
-        tile = exact  # no padding needed: contiguous operands can be used in place
+    if exact.mr * exact.nv >= EXACT_TILE_SHARE * tile.mr * tile.nv and plan.v_extent % (exact.nv * lanes) == 0:
+        tile = exact  # no padding: contiguous operands are used in place, the epilogue needs no guards
     nr = tile.nv * lanes
     padded = -(-plan.v_extent // nr) * nr
     rows = 1

@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 
+from tessera.codegen import render_kernel
 from tessera.loop.computes.nn import pad_tensor
 from tessera.loop.expr import call, const, maximum
 from tessera.loop.stages import build_stages
@@ -154,3 +155,28 @@ def test_bad_knobs_are_rejected() -> None:
     with pytest.raises(ValueError, match="knob 'tile' = \\[7, 4\\] is not a candidate"):
         schedule_from_knobs(st, TARGET, frozenset(), {"tile": [7, 4]})
 
+
+
+def test_reduction_attaches_to_a_broadcasting_consumer() -> None:
+    # the consumer reads the reduction at [0, j] on an extent-1 axis (NumPy broadcasting): still its own index
+    x, w, r = placeholder((1, 16), "f32", "x"), placeholder((16, 32), "f32", "w"), placeholder((1, 32), "f32", "r")
+
+    def body(i, j):
+        k = reduce_axis(16, "k")
+        return rsum(x[i, k[0]] * w[k[0], j], k)
+
+    mm = compute((1, 32), body, "mm")
+    out = compute((1, 32), lambda i, j: mm[const(0), j] + r[i, j], "add")
+    (st,) = build_stages([out])
+    assert st.reduce is not None and st.acc_ref is mm
+
+
+def test_elementwise_fuses_short_inner_axes_into_vector_code() -> None:
+    x = placeholder((3, 12, 12), "f32", "x")
+    outs = [compute((3, 12, 12), lambda a, b, c: x[a, b, c] * const(2.0, "f32"), "dbl")]
+    (st,) = build_stages(outs)
+    knobs = default_knobs(st, TARGET)
+    assert knobs["fuse_inner"] == 1 and knobs["vector"] == 8  # 12 * 12 = 144 = 18 vectors of 8
+    kern = KernelBuilder("dbl", [x], outs).build([st], {st.name: default_schedule(st, TARGET)})
+    src = render_kernel(kern, {"f32": 8})
+    assert "tsr_f32x8" in src and "/" not in src.split("{", 1)[1]  # vector code, no div/mod index math
