@@ -225,18 +225,24 @@ def calibrate(
                 if axis is None or x is None or x.ndim < 2:
                     continue
                 red = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
-                cmax = np.abs(x).max(axis=red).astype(np.float32)
+                cmax = np.abs(x).max(axis=red).astype(np.float64)
+                csq = np.square(x, dtype=np.float64).mean(axis=red)
                 prev = channels.get(node.name)
-                channels[node.name] = cmax if prev is None else np.maximum(prev, cmax)
+                # per channel: max |x|, and the mean square summed over calibration batches (+ count)
+                stats = np.stack([cmax, csq, np.ones_like(csq)])
+                channels[node.name] = stats if prev is None else np.stack(
+                    [np.maximum(prev[0], cmax), prev[1] + csq, prev[2] + 1])
     return {n: TensorQuant(lo[n], hi[n], amax[n] / QMAX if amax[n] > 0 else 1.0, float(np.sqrt(sq[n] / count[n])))
             for n in amax}
 
 
-def _smoothing(g: Graph, node: Node, cmax: np.ndarray, alpha: float) -> Smoothing | None:
+def _smoothing(g: Graph, node: Node, stats: np.ndarray, alpha: float, before: TensorQuant) -> Smoothing | None:
+    """SmoothQuant factors for ``node``, or None when they would not lower the input's int8 noise."""
     wa = weight_axis(g, node)
     axis = _channel_axis(g, node)
     if wa is None or axis is None:
         return None
+    cmax, msq = stats[0], stats[1] / stats[2]
     w = np.asarray(g.constants[wa[0]], np.float32)
     in_axis = _weight_in_axis(g, node)
     if w.shape[in_axis] != cmax.size:
@@ -245,13 +251,18 @@ def _smoothing(g: Graph, node: Node, cmax: np.ndarray, alpha: float) -> Smoothin
     wmax = np.abs(w).max(axis=red)
     ok = (cmax > 0) & (wmax > 0)
     f = np.ones(cmax.size, np.float64)
-    f[ok] = cmax[ok].astype(np.float64) ** alpha / wmax[ok].astype(np.float64) ** (1 - alpha)
-    f = np.clip(f, 1e-5, 1e5).astype(np.float32)
+    f[ok] = cmax[ok] ** alpha / wmax[ok].astype(np.float64) ** (1 - alpha)
+    f = f.astype(np.float32)
+    if not np.all(np.isfinite(f)) or not np.all(f > 0):
+        return None
+    xmax = float((cmax / f).max())
+    after = TensorQuant(-xmax, xmax, xmax / QMAX if xmax > 0 else 1.0, float(np.sqrt(np.mean(msq / f.astype(
+        np.float64) ** 2))))
+    if after.noise >= before.noise:
+        return None
     shape = [1] * w.ndim
     shape[in_axis] = -1
-    smoothed = quantize_weight(w * f.reshape(shape), wa[1])
-    xmax = float((cmax / f).max())
-    return Smoothing(f, axis, TensorQuant(-xmax, xmax, xmax / QMAX if xmax > 0 else 1.0), smoothed)
+    return Smoothing(f, axis, after, quantize_weight(w * f.reshape(shape), wa[1]))
 
 
 def quantize(
@@ -261,7 +272,8 @@ def quantize(
     """Calibrate activations and quantize the weights of every Conv/MatMul/Gemm (module docstring).
 
     ``smooth`` = alpha of SmoothQuant (factor ``max|x_j|^alpha / max|w_j|^(1-alpha)`` per input channel
-    ``j``), applied to every matrix product with a constant weight; None disables it."""
+    ``j``), applied to a matrix product with a constant weight where it lowers the input's calibrated
+    int8 rounding noise; None disables it."""
     channels: dict[str, np.ndarray] = {}
     plan = QuantizationPlan(calibrate(g, calibration, method, percentile, channels if smooth else None), {}, method)
     for node in g.nodes:
@@ -270,7 +282,7 @@ def quantize(
             if wa is not None and wa[0] not in plan.weights:
                 plan.weights[wa[0]] = quantize_weight(g.constants[wa[0]], wa[1])
             if smooth is not None and node.name in channels and method == "minmax":
-                sm = _smoothing(g, node, channels[node.name], smooth)
+                sm = _smoothing(g, node, channels[node.name], smooth, plan.act(node.inputs[0]))
                 if sm is not None:
                     plan.smoothing[node.name] = sm
     return plan
