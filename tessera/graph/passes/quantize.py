@@ -31,6 +31,7 @@ QMAX = 127  # symmetric int8: [-127, 127], so that -x is representable
 PRECISIONS = ("auto", "int8", "bf16")
 MATRIX_OPS = ("Conv", "MatMul", "Gemm")
 _PERCENTILE_SAMPLES = 1 << 20
+_SAMPLE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -232,12 +233,35 @@ def calibrate(
                 stats = np.stack([cmax, csq, np.ones_like(csq)])
                 channels[node.name] = stats if prev is None else np.stack(
                     [np.maximum(prev[0], cmax), prev[1] + csq, prev[2] + 1])
+                if prev is None:  # a sample of input rows (channels last) to measure product errors on
+                    rows = np.moveaxis(x, axis % x.ndim, -1).reshape(-1, x.shape[axis])
+                    pick = rng.choice(rows.shape[0], min(_SAMPLE_ROWS, rows.shape[0]), replace=False)
+                    channels[node.name + "#rows"] = rows[np.sort(pick)].astype(np.float32)
     return {n: TensorQuant(lo[n], hi[n], amax[n] / QMAX if amax[n] > 0 else 1.0, float(np.sqrt(sq[n] / count[n])))
             for n in amax}
 
 
-def _smoothing(g: Graph, node: Node, stats: np.ndarray, alpha: float, before: TensorQuant) -> Smoothing | None:
-    """SmoothQuant factors for ``node``, or None when they would not lower the input's int8 noise."""
+def _product_error(rows: np.ndarray, w: np.ndarray, in_axis: int, x_scale: float, wq: WeightQuant,
+                   factors: np.ndarray | None) -> float:
+    """Relative error of the int8 product on sample input rows (``[P, C]``; a convolution's taps all see
+    the same rows, a proxy that keeps the channel mix)."""
+    wm = np.moveaxis(w, in_axis, -1)  # [..., C]
+    qm = np.moveaxis(wq.q.astype(np.float64) * wq.scale.reshape([-1 if i == wq.axis else 1 for i in range(w.ndim)]),
+                     in_axis, -1)
+    if factors is not None:
+        qm = qm / factors  # back to the unsmoothed weight's units
+    x = rows.astype(np.float64)
+    xs = x / factors if factors is not None else x
+    xq = quantize_array(xs, x_scale).astype(np.float64) * x_scale * (factors if factors is not None else 1.0)
+    ref = x @ wm.reshape(-1, wm.shape[-1]).T
+    got = xq @ qm.reshape(-1, qm.shape[-1]).T
+    return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-300))
+
+
+def _smoothing(g: Graph, node: Node, stats: np.ndarray, rows: np.ndarray, alpha: float,
+               before: TensorQuant) -> Smoothing | None:
+    """SmoothQuant factors for ``node``, or None when they would not lower the product's int8 error
+    measured on the sample rows."""
     wa = weight_axis(g, node)
     axis = _channel_axis(g, node)
     if wa is None or axis is None:
@@ -258,11 +282,13 @@ def _smoothing(g: Graph, node: Node, stats: np.ndarray, alpha: float, before: Te
     xmax = float((cmax / f).max())
     after = TensorQuant(-xmax, xmax, xmax / QMAX if xmax > 0 else 1.0, float(np.sqrt(np.mean(msq / f.astype(
         np.float64) ** 2))))
-    if after.noise >= before.noise:
-        return None
     shape = [1] * w.ndim
     shape[in_axis] = -1
-    return Smoothing(f, axis, after, quantize_weight(w * f.reshape(shape), wa[1]))
+    wq = quantize_weight(w * f.reshape(shape), wa[1])
+    plain = _product_error(rows, w, in_axis, before.scale, quantize_weight(w, wa[1]), None)
+    if _product_error(rows, w, in_axis, after.scale, wq, f.astype(np.float64)) >= plain:
+        return None
+    return Smoothing(f, axis, after, wq)
 
 
 def quantize(
@@ -272,8 +298,8 @@ def quantize(
     """Calibrate activations and quantize the weights of every Conv/MatMul/Gemm (module docstring).
 
     ``smooth`` = alpha of SmoothQuant (factor ``max|x_j|^alpha / max|w_j|^(1-alpha)`` per input channel
-    ``j``), applied to a matrix product with a constant weight where it lowers the input's calibrated
-    int8 rounding noise; None disables it."""
+    ``j``), applied to a matrix product with a constant weight where it lowers the int8 product's error
+    on a sample of calibration rows; None disables it."""
     channels: dict[str, np.ndarray] = {}
     plan = QuantizationPlan(calibrate(g, calibration, method, percentile, channels if smooth else None), {}, method)
     for node in g.nodes:
@@ -282,7 +308,8 @@ def quantize(
             if wa is not None and wa[0] not in plan.weights:
                 plan.weights[wa[0]] = quantize_weight(g.constants[wa[0]], wa[1])
             if smooth is not None and node.name in channels and method == "minmax":
-                sm = _smoothing(g, node, channels[node.name], smooth, plan.act(node.inputs[0]))
+                sm = _smoothing(g, node, channels[node.name], channels[node.name + "#rows"], smooth,
+                                plan.act(node.inputs[0]))
                 if sm is not None:
                     plan.smoothing[node.name] = sm
     return plan
