@@ -18,7 +18,8 @@ from tessera.errors import CompileError
 
 # reason -> case ids (node test names; model tests as "<kind>/<name>")
 CASES: dict[str, tuple[str, ...]] = {
-    # Output shapes that depend on input *values* (NonZero, Unique, Compress): nothing static to compile.
+    # Output shapes that depend on input *values* (NonZero, Unique, Compress): the compiler needs static
+    # shapes, and compiled models have no host fallback to run such operators between kernels.
     "data-dependent output shape (NonZero, Unique, Compress)": (
         "test_compress_0", "test_compress_1", "test_compress_bfloat16", "test_compress_default_axis",
         "test_compress_negative_axis", "test_nonzero_example", "test_unique_bfloat16_sorted_without_axis",
