@@ -150,7 +150,7 @@ class KernelBuilder:
         if st.reduce is None:
             value = simplify(self._to_buffers(substitute(st.body, env)), ranges)
             store: Stmt = Store(out_buf, out_idx, value)
-            return [_nest(nest.loops, _guarded(store, guards, ranges))]
+            return [_guarded_nest(nest.loops, store, guards, ranges)]
 
         red = st.reduce
         factors_raw = product_factors(red.body) if red.combiner == "sum" else [red.body]
@@ -183,14 +183,14 @@ class KernelBuilder:
         # guards in the main nest: reduce axes always; spatial axes only where an unpacked load uses them
         main_guards = [g for g in guards if g[0] in unpacked_axes]
         update = Store(acc, tidx, _combine(red.combiner, Load(acc, tidx, red.dtype), rbody))
-        main = _nest(inner, _guarded(update, main_guards, ranges))
+        main = _guarded_nest(inner, update, main_guards, ranges)
         assert st.acc_ref is not None
         epi_val = simplify(self._to_buffers(substitute(st.body, env), (st.acc_ref, acc, tidx)), ranges)
-        epi_store: Stmt = _guarded(Store(out_buf, out_idx, epi_val), guards, ranges)
+        epi = _guarded_nest(tile, Store(out_buf, out_idx, epi_val), guards, ranges)
         blocks = [lp for lp in outer if lp.reduce]
         if not blocks:
             init = _nest(tile, Store(acc, tidx, init_val))
-            return [*pre, _nest(outer, Allocate(acc, Seq([init, main, _nest(tile, epi_store)])))]
+            return [*pre, _nest(outer, Allocate(acc, Seq([init, main, epi])))]
         # reduction blocks outside the tile: partial results live in the output between blocks,
         # the epilogue runs after the last block
         if out_buf.dtype != red.dtype:
@@ -203,12 +203,11 @@ class KernelBuilder:
         if in_bounds is not None:
             partial = select(in_bounds, partial, init_val)
         init = _nest(tile, Store(acc, tidx, simplify(select(first, init_val, partial), ranges)))
-        keep = _guarded(Store(out_buf, out_idx, Load(acc, tidx, red.dtype)), guards, ranges)
+        keep = _guarded_nest(tile, Store(out_buf, out_idx, Load(acc, tidx, red.dtype)), guards, ranges)
         not_last: Expr = Var(blocks[0].name).ne(blocks[0].extent - 1)
         for lp in blocks[1:]:
             not_last = binop("or", not_last, Var(lp.name).ne(lp.extent - 1))
-        epi = Seq([If(last, _nest(tile, epi_store)), If(not_last, _nest(tile, keep))])
-        return [*pre, _nest(outer, Allocate(acc, Seq([init, main, epi])))]
+        return [*pre, _nest(outer, Allocate(acc, Seq([init, main, If(last, epi), If(not_last, keep)])))]
 
     def _pack(self, factor: Expr, spec: PackSpec, nest: LoopNest) -> tuple[Buffer, Stmt | None, tuple[Expr, ...]]:
         """Materialize ``factor`` over the loops it uses (``spec.axis`` last, zero-padded).
@@ -268,13 +267,27 @@ def _nest(loops: Sequence, body: Stmt) -> Stmt:
     return body
 
 
-def _guarded(s: Stmt, guards: list[tuple[str, Expr, int]], ranges: dict[str, tuple[int, int]]) -> Stmt:
-    conds = []
+def _guarded_nest(loops: Sequence, s: Stmt, guards: list[tuple[str, Expr, int]],
+                  ranges: dict[str, tuple[int, int]]) -> Stmt:
+    """``loops`` around ``s`` with each guard placed just inside the innermost loop it depends
+    on (loop-invariant bounds checks stay out of inner, e.g. vectorized, loops)."""
+    by_depth: dict[int, list[Expr]] = {}
+    names = [lp.name for lp in loops]
     for _, e, n in guards:
         c = simplify(e.lt(n), ranges)
-        if not (isinstance(c, Const) and c.value is True):
-            conds.append(c)
-    return If(logical_and(*conds), s) if conds else s
+        if isinstance(c, Const) and c.value is True:
+            continue
+        used = free_vars(c)
+        depth = max((k for k, nm in enumerate(names) if nm in used), default=-1)
+        by_depth.setdefault(depth, []).append(c)
+    body = s
+    for k in range(len(loops) - 1, -2, -1):
+        if k in by_depth:
+            body = If(logical_and(*by_depth[k]), body)
+        if k >= 0:
+            lp = loops[k]
+            body = For(Var(lp.name), lp.extent, lp.kind, body)
+    return body
 
 
 __all__ = ["KernelBuilder", "Reduce", "product_factors", "stage_nest"]

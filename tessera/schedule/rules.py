@@ -44,8 +44,13 @@ outside the candidates raise ``ValueError``. Knobs by kind (``knob_space`` alway
 ``tiled``
     ``fuse_v``: how many outer axes are fused into the vector axis (only axes that every
     operand uses alike with it).
-    ``tile``: ``[mr, nv]``: ``mr`` rows (``mr`` divides the ``m`` extent) by ``nv`` vectors,
-    with ``mr * nv + nv + 1`` at most the vector registers.
+    ``swap``: the row axis ``m`` becomes the vector axis and ``v`` the row axis (offered when
+    some operand uses ``v`` but not ``m``); default when it wastes clearly fewer lanes.
+    ``tile``: ``[mr, nv]``: ``mr`` rows by ``nv`` vectors, with ``mr * nv + nv + 1`` at most
+    the vector registers; ``mr`` divides the ``m`` extent unless no operand that uses ``v``
+    uses ``m``: then the rows are padded and the operands that use ``m`` are packed
+    zero-padded along it (bounds checks stay in the epilogue, outside the vector loop). A
+    tile offered for the other orientation only is clamped to the largest ``mr`` that fits.
     ``pack<k>``: pack reduction factor ``k`` (one that depends on ``v``) into panels even
     when not needed (operands not contiguous along ``v`` or a padded tile force a pack).
     ``order``: ``"panel_outer"`` (one panel of the ``v`` operand is reused by every ``m``
@@ -84,6 +89,7 @@ class TileChoice:
 
 VECTOR_DTYPES = ("f32",)
 MIN_TILED_REDUCTION = 8  # reduction length below which register tiling does not pay
+SWAP_MIN_GAIN = 0.1  # lane/row efficiency the swapped orientation must add to be the default
 EXACT_TILE_SHARE = 0.6  # an exact (unpadded) tile wins with at least this share of the padded tile's size
 PACK_MIN_REUSE = 32  # tile rows that must re-read a contiguous activation panel to pay for packing it
 MR_CHOICES = (8, 6, 5, 4, 3, 2, 1)
@@ -128,7 +134,7 @@ def default_knobs(stage: Stage, target: TargetInfo, constants: frozenset[Any] = 
         vec = lanes if lanes > 1 and ext >= lanes and ext % lanes == 0 else 0
         return {"kind": kind, "fuse_inner": fuse, "vector": vec, "parallel_depth": len(stage.tensor.shape)}
     if kind == "reduction":
-        return {"kind": kind, "parallel_depth": len(stage.tensor.shape)}
+        return {"kind": kind, "parallel_depth": _enough_parallel(stage.tensor.shape, target)}
     return _tiled_defaults(stage, target, constants)
 
 
@@ -268,6 +274,21 @@ def _elementwise(stage: Stage, knobs: Knobs) -> list[Step]:
 
 # ---- other reductions ------------------------------------------------------------------------------
 
+PARALLEL_CHUNKS_PER_CORE = 8  # parallel iterations per core that balance the load well enough
+
+
+def _enough_parallel(shape: tuple[int, ...], target: TargetInfo) -> int:
+    """Outer loops to fuse into the parallel loop: just enough iterations for every core; the
+    inner loops stay separate (no div/mod to recover their indices)."""
+    want = PARALLEL_CHUNKS_PER_CORE * max(1, target.effective_cores())
+    n = 1
+    for d, e in enumerate(shape):
+        n *= e
+        if n >= want:
+            return d + 1
+    return len(shape)
+
+
 
 def _simple_reduction(stage: Stage, knobs: Knobs) -> list[Step]:
     n = _Nest(stage)
@@ -322,11 +343,12 @@ def _contiguous(factor: Expr, var: str, env: dict[str, Expr]) -> bool:
     return all(stride_along(substitute(_address(ld), env), var) == 1 for ld in loads)
 
 
-def _tile_ok(mr: int, nv: int, m_extent: int, regs: int) -> bool:
-    return mr * nv + nv + 1 <= regs and m_extent % mr == 0
+def _tile_ok(mr: int, nv: int, m_extent: int, regs: int, m_pad_ok: bool = False) -> bool:
+    return mr * nv + nv + 1 <= regs and (m_extent % mr == 0 or (m_pad_ok and mr <= m_extent))
 
 
-def _choose_tile(m_extent: int, v_extent: int, lanes: int, regs: int, padded_ok: bool) -> TileChoice:
+def _choose_tile(m_extent: int, v_extent: int, lanes: int, regs: int, padded_ok: bool,
+                 m_pad_ok: bool = False) -> TileChoice:
     best: tuple[float, int, int] | None = None
     for nv in NV_CHOICES:
         nr = nv * lanes
@@ -334,9 +356,10 @@ def _choose_tile(m_extent: int, v_extent: int, lanes: int, regs: int, padded_ok:
             continue
         v_eff = v_extent / (-(-v_extent // nr) * nr)
         for mr in MR_CHOICES:
-            if not _tile_ok(mr, nv, m_extent, regs):
+            if not _tile_ok(mr, nv, m_extent, regs, padded_ok and m_pad_ok):
                 continue
-            score = mr * nv * v_eff * (1.0 if nr <= v_extent else 0.5)
+            m_eff = m_extent / (-(-m_extent // mr) * mr)
+            score = mr * nv * v_eff * m_eff * (1.0 if nr <= v_extent else 0.5)
             if best is None or score > best[0]:
                 best = (score, mr, nv)
     if best is None:
@@ -358,6 +381,18 @@ class _TiledPlan:
     v_dependent: list[int]
     non_contig: list[int]
     factors: list[Expr]
+    m_operands: list[int]  # factors that use m and not v (the broadcast operands)
+
+    @property
+    def m_pad_ok(self) -> bool:
+        """Rows may be padded (m not a multiple of mr): the broadcast operands are then packed
+        zero-padded along m; no factor that uses v may use m (its panels are not padded in m)."""
+        return self.m is not None and not any(self.m in free_vars(self.subs[k]) for k in self.v_dependent)
+
+    @property
+    def subs(self) -> list[Expr]:
+        env = self.n.nest.axis_expr
+        return [substitute(f, env) for f in self.factors]
 
 
 def _max_fuse(stage: Stage, lanes: int) -> tuple[int, int]:
@@ -380,7 +415,7 @@ def _max_fuse(stage: Stage, lanes: int) -> tuple[int, int]:
     return legal, default
 
 
-def _tiled_plan(stage: Stage, fuse_v: int) -> _TiledPlan:
+def _tiled_plan(stage: Stage, fuse_v: int, swap: bool = False) -> _TiledPlan:
     red = stage.reduce
     assert red is not None
     n = _Nest(stage)
@@ -404,8 +439,33 @@ def _tiled_plan(stage: Stage, fuse_v: int) -> _TiledPlan:
         if nest.loop(cand).extent > 1 and any(cand in free_vars(f) and v not in free_vars(f) for f in subs):
             m = cand
             break
+    if swap and _swappable(subs, v, m):
+        assert m is not None
+        v, m = m, v
+        v_dependent = [k for k, f in enumerate(subs) if v in free_vars(f)]
+        non_contig = [k for k in v_dependent if not _contiguous(factors[k], v, env)]
+    m_operands = [k for k, f in enumerate(subs) if m is not None and m in free_vars(f) and v not in free_vars(f)]
     return _TiledPlan(n, spatial, reduce, v, nest.loop(v).extent, m, nest.loop(m).extent if m else 1,
-                      v_dependent, non_contig, factors)
+                      v_dependent, non_contig, factors, m_operands)
+
+
+def _swappable(subs: list[Expr], v: str, m: str | None) -> bool:
+    """m can be the vector axis and v the row axis: some factor uses v but not m."""
+    return m is not None and any(v in free_vars(f) and m not in free_vars(f) for f in subs)
+
+
+def _default_tile(plan: _TiledPlan, lanes: int, regs: int) -> TileChoice:
+    tile = _choose_tile(plan.m_extent, plan.v_extent, lanes, regs, padded_ok=True, m_pad_ok=plan.m_pad_ok)
+    exact = _choose_tile(plan.m_extent, plan.v_extent, lanes, regs, padded_ok=False)
+    if exact.mr * exact.nv >= EXACT_TILE_SHARE * tile.mr * tile.nv and plan.v_extent % (exact.nv * lanes) == 0:
+        tile = exact  # no padding: contiguous operands are used in place, the epilogue needs no guards
+    return tile
+
+
+def _tile_efficiency(plan: _TiledPlan, tile: TileChoice, lanes: int) -> float:
+    """Share of the tile's lanes and rows that hold real outputs."""
+    nr = tile.nv * lanes
+    return (plan.v_extent / (-(-plan.v_extent // nr) * nr)) * (plan.m_extent / (-(-plan.m_extent // tile.mr) * tile.mr))
 
 
 def _kc_candidates(stage: Stage, target: TargetInfo) -> list[int]:
@@ -435,10 +495,13 @@ def _tiled_space(stage: Stage, target: TargetInfo) -> dict[str, list[Any]]:
     lanes = _lanes(stage, target)
     legal, _ = _max_fuse(stage, lanes)
     plan = _tiled_plan(stage, 0)
+    plans = [plan, _tiled_plan(stage, 0, swap=True)] if _swappable(plan.subs, plan.v, plan.m) else [plan]
     tiles = [[mr, nv] for mr in sorted(MR_CHOICES) for nv in sorted(NV_CHOICES)
-             if (plan.m is not None or mr == 1) and _tile_ok(mr, nv, plan.m_extent, target.vector_registers)]
-    space: dict[str, list[Any]] = {"fuse_v": list(range(legal + 1)), "tile": tiles or [[1, 1]]}
-    for k in plan.v_dependent:
+             if any((p.m is not None or mr == 1) and _tile_ok(mr, nv, p.m_extent, target.vector_registers, p.m_pad_ok)
+                    for p in plans)]
+    space: dict[str, list[Any]] = {"fuse_v": list(range(legal + 1)), "swap": [False, True][:len(plans)],
+                                   "tile": tiles or [[1, 1]]}
+    for k in sorted({k for p in plans for k in p.v_dependent}):
         space[f"pack{k}"] = [False, True]
     space["order"] = ["panel_outer", "rows_outer"]
     space["kc"] = _kc_candidates(stage, target)
@@ -449,20 +512,28 @@ def _tiled_space(stage: Stage, target: TargetInfo) -> dict[str, list[Any]]:
 def _tiled_defaults(stage: Stage, target: TargetInfo, constants: frozenset[Any]) -> Knobs:
     lanes = _lanes(stage, target)
     _, fuse_v = _max_fuse(stage, lanes)
-    plan = _tiled_plan(stage, fuse_v)
     regs = target.vector_registers
-    tile = _choose_tile(plan.m_extent, plan.v_extent, lanes, regs, padded_ok=True)
-    exact = _choose_tile(plan.m_extent, plan.v_extent, lanes, regs, padded_ok=False)
-    if exact.mr * exact.nv >= EXACT_TILE_SHARE * tile.mr * tile.nv and plan.v_extent % (exact.nv * lanes) == 0:
-        tile = exact  # no padding: contiguous operands are used in place, the epilogue needs no guards
+    plan = _tiled_plan(stage, fuse_v)
+    tile = _default_tile(plan, lanes, regs)
+    swap = False
+    if _swappable(plan.subs, plan.v, plan.m):
+        # the row axis as the vector axis when that wastes clearly fewer lanes (e.g. a convolution
+        # over a small image: vectors along the output channels, rows along the pixels)
+        other = _tiled_plan(stage, fuse_v, swap=True)
+        other_tile = _default_tile(other, lanes, regs)
+        if _tile_efficiency(other, other_tile, lanes) > _tile_efficiency(plan, tile, lanes) + SWAP_MIN_GAIN:
+            plan, tile, swap = other, other_tile, True
     nr = tile.nv * lanes
     padded = -(-plan.v_extent // nr) * nr
     rows = 1
     for a in plan.spatial:
         if a != plan.v:
             rows *= plan.n.nest.loop(a).extent
-    knobs: Knobs = {"kind": "tiled", "fuse_v": fuse_v, "tile": [tile.mr, tile.nv]}
-    for k in _tiled_plan(stage, 0).v_dependent:
+    knobs: Knobs = {"kind": "tiled", "fuse_v": fuse_v, "swap": swap, "tile": [tile.mr, tile.nv]}
+    for k in _tiled_space(stage, target):
+        if k.startswith("pack"):
+            knobs[k] = False
+    for k in plan.v_dependent:
         # panels: a constant operand is re-laid out for free at compile time; an activation is
         # worth copying when its panels are re-read by enough rows of the tile
         knobs[f"pack{k}"] = (k in plan.non_contig or padded != plan.v_extent
@@ -475,9 +546,13 @@ def _tiled_defaults(stage: Stage, target: TargetInfo, constants: frozenset[Any])
 
 def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any], knobs: Knobs) -> list[Step]:
     lanes = _lanes(stage, target)
-    plan = _tiled_plan(stage, int(knobs["fuse_v"]))
+    plan = _tiled_plan(stage, int(knobs["fuse_v"]), bool(knobs["swap"]))
     n, v, m, spatial = plan.n, plan.v, plan.m, list(plan.spatial)
     mr, nv = (int(x) for x in knobs["tile"])
+    if m is None:
+        mr = 1
+    while plan.m_extent % mr and not plan.m_pad_ok:
+        mr -= 1  # a tile of the other orientation: largest row count that divides m
     nr = nv * lanes
     padded = -(-plan.v_extent // nr) * nr
     to_pack = set(plan.non_contig)
@@ -486,6 +561,10 @@ def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any]
             to_pack.add(k)
     for k in sorted(to_pack):
         n.do("pack", k, v, padded, nr)
+    if m and plan.m_extent % mr:
+        m_padded = -(-plan.m_extent // mr) * mr
+        for k in plan.m_operands:
+            n.do("pack", k, m, m_padded, mr)
     n.do("split", v, nr)
     n.do("split", f"{v}_i", lanes)
     v_o, v_io, v_ii = f"{v}_o", f"{v}_i_o", f"{v}_i_i"

@@ -79,8 +79,10 @@ def _softmax(rows: int, cols: int) -> tuple[list[Tensor], list[Tensor]]:
 CASES = {
     "matmul": lambda: _matmul(24, 40, 36),
     "matmul_exact": lambda: _matmul(16, 64, 32),
+    "matmul_prime_rows": lambda: _matmul(13, 24, 40),
     "conv3x3": lambda: _conv(8, 12, 10, 3),
     "conv1x1": lambda: _conv(16, 8, 8, 1),
+    "conv3x3_small_image": lambda: _conv(8, 32, 3, 3),
     "elementwise": lambda: _elementwise(6, 48),
     "softmax": lambda: _softmax(5, 40),
 }
@@ -139,10 +141,14 @@ def test_kinds_and_tiled_knobs() -> None:
     (st,) = build_stages(outs)
     assert stage_kind(st) == "tiled"
     space = knob_space(st, TARGET)
-    assert {"fuse_v", "tile", "order", "kc", "parallel_depth", "pack0"} <= set(space)
+    assert {"fuse_v", "swap", "tile", "order", "kc", "parallel_depth", "pack0", "pack1"} <= set(space)
     regs = TARGET.vector_registers
-    assert all(mr * nv + nv + 1 <= regs and 12 % mr == 0 for mr, nv in space["tile"])
+    assert all(mr * nv + nv + 1 <= regs for mr, nv in space["tile"])
+    assert [5, 2] in space["tile"]  # rows padded (12 % 5): no operand that uses v uses the output channel
     assert all(kc == 0 or 8 % kc == 0 for kc in space["kc"]) and len(space["kc"]) > 1
+    _, outs = _conv(8, 32, 3, 3)  # 9 pixels: vectors along the 32 output channels waste fewer lanes
+    (st,) = build_stages(outs)
+    assert default_knobs(st, TARGET)["swap"] is True
     _, outs = _softmax(4, 16)
     assert [stage_kind(s) for s in build_stages(outs)] == ["reduction", "reduction", "elementwise"]
 
