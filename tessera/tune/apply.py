@@ -18,20 +18,26 @@ Lookup = Callable[[GroupCompute, Any], "dict[str, list[Step]] | None"]
 
 
 def open_db(tuning: Any) -> TuningDB | None:
-    """The database ``tuning`` names: a TuningDB, a path (must exist), None for the default
-    database if it exists, False for none."""
+    """The database ``tuning`` names, opened read-only: a TuningDB, a path (must exist), None for the
+    default database if it exists and is readable (else a warning), False for none."""
     if tuning is False:
         return None
     if isinstance(tuning, TuningDB):
         return tuning
     if tuning is None:
         path = default_db_path()
-        return TuningDB(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return TuningDB(path, readonly=True)
+        except TuningDBError as e:  # a broken cache file must not break compiling
+            log.warning("%s; compiling with default schedules", e)
+            return None
     from pathlib import Path
 
     if not Path(tuning).is_file():
         raise TuningDBError(f"tuning database {tuning} does not exist")
-    return TuningDB(tuning)
+    return TuningDB(tuning, readonly=True)
 
 
 def tuned_schedules(db: TuningDB, gc: GroupCompute, target: Any) -> dict[str, list[Step]] | None:

@@ -47,6 +47,7 @@ class TaskSearch:
         self.space = TaskSpace(task.gc, target)
         self.rng = random.Random(f"{seed}:{task.key}")
         self._names = describe(task.gc)[1]
+        self._by_config: dict[str, Candidate] = {}  # points already turned into schedules
         self.measured: dict[str, Measured] = {}
         self.default_seconds: float | None = None
         self.best_seconds: float | None = None
@@ -57,10 +58,15 @@ class TaskSearch:
 
     # ---- candidates ----------------------------------------------------------------------------
     def candidate(self, config: Config) -> Candidate:
+        ck = json.dumps(config, sort_keys=True)
+        hit = self._by_config.get(ck)
+        if hit is not None:
+            return hit
         scheds = self.space.schedules(config)
         steps = [rename_steps(scheds[st.name], self._names) for st in self.task.gc.stages]
         key = json.dumps([[s.to_json() for s in stage] for stage in steps], separators=(",", ":"))
-        return Candidate(config, scheds, steps, key)
+        self._by_config[ck] = c = Candidate(config, scheds, steps, key)
+        return c
 
     def default_candidate(self) -> Candidate:
         return self.candidate(self.space.default())

@@ -69,20 +69,35 @@ def test_interrupt_then_resume(tmp_path: Path) -> None:
     tasks = merge_tasks(extract_tasks(matmul_relu()), extract_tasks(conv_relu()))
     path = tmp_path / "r.db"
 
-    def stop_after_five(p) -> None:  # Ctrl-C in the middle of a search round
-        if p.trials == 5:
+    def stop_after_three(p) -> None:  # Ctrl-C in the middle of a search round
+        if p.trials == 3:
             raise KeyboardInterrupt
 
     with TuningDB(path) as db, pytest.raises(KeyboardInterrupt):
-        tune(tasks, TARGET, db, trials=20, seed=0, batch_size=4, measurer=FakeMeasurer(), progress=stop_after_five)
+        tune(tasks, TARGET, db, trials=20, seed=0, batch_size=4, measurer=FakeMeasurer(), progress=stop_after_three)
     with TuningDB(path) as db:
         first = db.records()
-        assert len(first) == 2 + 5  # two defaults and every trial measured before the interrupt
+        assert len(first) == 2 + 3  # two defaults and every trial measured before the interrupt
         fake = FakeMeasurer()
-        results = tune(tasks, TARGET, db, trials=6, seed=0, batch_size=4, measurer=fake)
+        results = tune(tasks, TARGET, db, trials=4, seed=0, batch_size=4, measurer=fake)
         recs = db.records()
-    assert len(recs) == len(first) + 6  # defaults not recorded again
-    assert sum(r.trials for r in results) == 6
+    assert len(recs) == len(first) + 4  # defaults not recorded again
+    assert sum(r.trials for r in results) == 4
     configs = [(r.workload, str(r.config)) for r in recs if not r.is_default]
     assert len(set(configs)) == len(configs)  # nothing measured twice
-    assert len(fake.sources) == 2 + 6  # each reference (default) is run again for its outputs, not recorded
+    assert len(fake.sources) == 2 + 4  # each reference (default) is run again for its outputs, not recorded
+
+
+def test_compile_survives_a_broken_default_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from tessera.compiler import compile_graph
+
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"garbage" * 200)
+    monkeypatch.setenv("TESSERA_TUNING_DB", str(broken))
+    with caplog.at_level("WARNING", logger="tessera.tune"):
+        comp = compile_graph(matmul_relu(), TARGET)
+    assert not comp.kernels[0].tuned
+    assert "cannot open tuning database" in caplog.text and "default schedules" in caplog.text
+    with pytest.raises(TuningDBError, match="cannot open tuning database"):
+        compile_graph(matmul_relu(), TARGET, tuning=broken)  # named explicitly: an error

@@ -14,7 +14,7 @@ from .helpers import FakeMeasurer, add_tanh, conv_relu, matmul_relu
 TARGET = load_target("x86-avx2")
 
 
-def _run(tmp: Path, name: str, seed: int, trials: int = 24) -> tuple[list[str], list[str], FakeMeasurer]:
+def _run(tmp: Path, name: str, seed: int, trials: int = 14) -> tuple[list[str], list[str], FakeMeasurer]:
     tasks = merge_tasks(extract_tasks(matmul_relu(layers=3)), extract_tasks(conv_relu()))
     fake = FakeMeasurer()
     with TuningDB(tmp / f"{name}.db") as db:
@@ -26,7 +26,7 @@ def _run(tmp: Path, name: str, seed: int, trials: int = 24) -> tuple[list[str], 
 def test_same_seed_same_candidates_in_same_order(tmp_path: Path) -> None:
     a, src_a, _ = _run(tmp_path, "a", seed=7)
     b, src_b, _ = _run(tmp_path, "b", seed=7)
-    assert len(a) == 3 + 24  # three defaults, then the trials
+    assert len(a) == 3 + 14  # three defaults, then the trials
     assert a == b and src_a == src_b
     c, _, _ = _run(tmp_path, "c", seed=8)
     assert c[:3] == a[:3] and c != a  # same defaults, another search
@@ -35,8 +35,8 @@ def test_same_seed_same_candidates_in_same_order(tmp_path: Path) -> None:
 def test_trials_are_spread_by_expected_gain(tmp_path: Path) -> None:
     tasks = merge_tasks(extract_tasks(matmul_relu(layers=3)), extract_tasks(conv_relu()))
     with TuningDB(tmp_path / "t.db") as db:
-        results = tune(tasks, TARGET, db, trials=24, seed=0, batch_size=4, measurer=FakeMeasurer())
-    assert sum(r.trials for r in results) == 24
+        results = tune(tasks, TARGET, db, trials=16, seed=0, batch_size=4, measurer=FakeMeasurer())
+    assert sum(r.trials for r in results) == 16
     assert all(r.trials > 0 for r in results)  # every task gets a first round
     for r in results:
         assert r.best_seconds is not None and r.default_seconds is not None
