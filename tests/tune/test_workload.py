@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tessera.schedule.rules import schedule_stages
 from tessera.targets import load_target
 from tessera.tune.tasks import extract_tasks, merge_tasks
@@ -53,3 +55,21 @@ def test_canonical_traces_replay_on_another_instance() -> None:
               for tok in arg.split("_")}
     assert tokens and not tokens & axes  # only canonical names in the stored trace
     assert instance_schedules(b, canon) == sb
+
+
+def test_key_is_stable_across_processes() -> None:
+    """The database outlives the process: keys must not depend on hash seeds or global counters."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from tests.tune.helpers import conv_relu, matmul_relu\n"
+            "from tessera.tune.tasks import extract_tasks\n"
+            "matmul_relu(names='warm-up')  # advances the global name counters\n"
+            "print(extract_tasks(conv_relu())[0].key, extract_tasks(matmul_relu())[0].key)")
+    here = f"{extract_tasks(conv_relu())[0].key} {extract_tasks(matmul_relu())[0].key}"
+    root = str(Path(__file__).resolve().parents[2])
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        assert out == here
