@@ -341,30 +341,36 @@ def candidate_tilings(spec: GemmSpec, m: Machine, limit: int = 400) -> list[Tili
 
 def estimate_cycles(spec: GemmSpec, t: Tiling, m: Machine) -> float:
     """A quick analytic estimate used to prune candidates before simulating: per gemm, array folds
-    times the streamed length plus the fill latency; DMA bytes at the core's share of DRAM bandwidth;
-    overlapped when double buffered. The slowest core counts."""
+    times the streamed length plus the fill latency; DMA bytes (a block is reloaded when the previous
+    step used another one) over the DRAM bandwidth shared by the cores; overlapped when double
+    buffered. The slowest core counts."""
     lm, lk, ln = m.tile_limits()
     isz, osz, asz = SIZES[spec.in_dtype], SIZES[spec.out_dtype], SIZES[spec.acc_dtype]
     ksteps = _cdiv(spec.k, t.kb)
+    kes = np.array([min(t.kb, spec.k - kk * t.kb) for kk in range(ksteps)])
     bias_acc = spec.bias_addr is not None and "bias" not in m.store_ops
     worst = total_dram = 0.0
     for tiles in core_tiles(spec, t, m.cores):
-        comp = dram = 0.0
-        prev_a = prev_b = None
-        for b, i, j in tiles:
-            me, ne = min(t.mb, spec.m - i * t.mb), min(t.nb, spec.n - j * t.nb)
-            dram += me * ne * (osz + (asz if bias_acc else 0))
-            for kk in range(ksteps):
-                ke = min(t.kb, spec.k - kk * t.kb)
-                if (b, i, kk) != prev_a:
-                    dram += me * ke * isz
-                bkey = (0 if spec.b_shared else b, j, kk)
-                if bkey != prev_b:
-                    dram += ke * ne * isz
-                prev_a, prev_b = (b, i, kk), bkey
-                folds = _cdiv(me, lm or me) * _cdiv(ke, lk or ke) * _cdiv(ne, ln or ne)
-                stream = me if lm is None else ke if lk is None else ne
-                comp += folds * stream + m.fill_latency
+        if not tiles:
+            continue
+        tl = np.array(tiles)
+        me = np.minimum(t.mb, spec.m - tl[:, 1] * t.mb)
+        ne = np.minimum(t.nb, spec.n - tl[:, 2] * t.nb)
+        dram = float((me * ne).sum()) * (osz + (asz if bias_acc else 0))
+        bkey = np.stack([tl[:, 0] * (0 if spec.b_shared else 1), tl[:, 2]], 1)
+        if ksteps == 1:  # a block stays when consecutive tiles share it
+            a_new = np.r_[True, np.any(tl[1:, :2] != tl[:-1, :2], axis=1)]
+            b_new = np.r_[True, np.any(bkey[1:] != bkey[:-1], axis=1)]
+        else:
+            a_new = b_new = np.ones(len(tl), bool)
+        dram += float((me[a_new]).sum()) * spec.k * isz + float((ne[b_new]).sum()) * spec.k * isz
+        mf = -(-me // lm) if lm else 1
+        nf = -(-ne // ln) if ln else 1
+        comp = 0.0
+        for ke in kes:
+            kf = -(-ke // lk) if lk else 1
+            stream = me if lm is None else (ke if lk is None else ne)
+            comp += float((mf * nf * kf * stream).sum()) + m.fill_latency * len(tl)
         total_dram += dram
         dma = dram / m.dram_bytes_per_cycle
         worst = max(worst, max(comp, dma) if t.buffers == 2 else comp + dma)
