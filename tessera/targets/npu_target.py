@@ -27,13 +27,15 @@ import numpy as np
 from tessera.codegen.npu.gemm import Tiling, emit_gemm
 from tessera.codegen.npu.lower import LayerData, input_bytes, lower_layer, read_output
 from tessera.codegen.npu.machine import Machine, machine_from
-from tessera.codegen.npu.partition import DeviceLayer, HostStep, partition
+from tessera.codegen.npu.partition import DeviceLayer, HostStep, VectorLayer, partition
 from tessera.codegen.npu.search import choose_tiling
+from tessera.codegen.npu.vector import EltwiseSpec, emit_eltwise
 from tessera.errors import CompileError
 from tessera.graph.ir import Graph
 from tessera.graph.passes.quantize import QuantizationPlan, choose_precision, quantize
 from tessera.graph.registry import get_op, normalize_attrs
 from tessera.graph.signature import bind_inputs
+from tessera.npu.dtypes import decode, encode
 from tessera.npu.hw import NpuDescription, is_description_name, load_description
 from tessera.npu.isa import Program, validate
 
@@ -81,6 +83,42 @@ class CompiledLayer:
 
 
 @dataclass
+class CompiledVectorLayer:
+    """An elementwise layer on the vector unit: its spec, program and timing-only simulation result."""
+
+    layer: VectorLayer
+    spec: EltwiseSpec
+    program: Program
+    sim: Any
+
+    @property
+    def dram_bytes(self) -> int:
+        return _align(self.spec.out_addr + self.spec.nbytes)
+
+    @property
+    def host_bytes(self) -> int:
+        return 3 * self.spec.nbytes
+
+    def run(self, desc: NpuDescription, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+        """Functional simulation: (float32 output, simulator seconds)."""
+        s = self.spec
+        dram = np.zeros(self.dram_bytes, np.uint8)
+        pad = s.rows * s.width - a.size
+        for addr, x in ((s.a_addr, a), (s.b_addr, b)):
+            data = encode(np.pad(np.asarray(x, np.float32).reshape(-1), (0, pad)), s.dtype)
+            dram[addr: addr + data.size] = data
+        t0 = time.perf_counter()
+        res = simulate_program(self.program, desc, dram, functional=True)
+        secs = time.perf_counter() - t0
+        y = decode(res.dram, s.out_addr, (s.rows * s.width,), s.dtype)[: a.size]
+        return y.astype(np.float32).reshape(self.layer.shape), secs
+
+
+def _align(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+@dataclass
 class LayerRow:
     """One line of the report."""
 
@@ -92,6 +130,7 @@ class LayerRow:
     bound: str
     dram_bytes: int
     tiling: str
+    matrix: bool = True  # a conv/matmul layer (counts for the MAC utilization over conv/matmul time)
 
 
 @dataclass
@@ -112,11 +151,16 @@ class NpuReport:
 
     @property
     def device_cycles(self) -> int:
-        return sum(r.cycles for r in self.layers)
+        """Cycles of the conv/matmul layers."""
+        return sum(r.cycles for r in self.layers if r.matrix)
+
+    @property
+    def vector_cycles(self) -> int:
+        return sum(r.cycles for r in self.layers if not r.matrix)
 
     @property
     def total_cycles(self) -> int:
-        return self.device_cycles + self.host_cycles
+        return self.device_cycles + self.vector_cycles + self.host_cycles
 
     @property
     def macs(self) -> int:
@@ -151,7 +195,7 @@ class NpuReport:
         lines += [
             f"target {self.target} ({self.precision}), peak {self.peak_macs_per_cycle} MACs/cycle",
             f"total cycles {self.total_cycles:,} ({ms:.3f} ms at {self.clock_ghz:g} GHz); "
-            f"conv/matmul cycles {self.device_cycles:,}",
+            f"conv/matmul cycles {self.device_cycles:,}; vector cycles {self.vector_cycles:,}",
             f"MAC utilization: {self.matrix_utilization:.1%} over conv/matmul time, "
             f"{self.end_to_end_utilization:.1%} end to end",
             f"DRAM bytes {self.dram_bytes:,} (host transfers {self.host_bytes:,}); "
@@ -164,8 +208,9 @@ class NpuCompiledModel:
     """A model compiled for an NPU description: callable with NumPy inputs (list of outputs)."""
 
     def __init__(self, graph: Graph, desc: NpuDescription, machine: Machine, precision: str,
-                 plan: QuantizationPlan | None, steps: list[DeviceLayer | HostStep],
-                 layers: dict[str, CompiledLayer], compile_seconds: float, sim_seconds: float) -> None:
+                 plan: QuantizationPlan | None, steps: list[DeviceLayer | VectorLayer | HostStep],
+                 layers: dict[str, CompiledLayer | CompiledVectorLayer], compile_seconds: float,
+                 sim_seconds: float) -> None:
         self.graph = graph
         self.desc = desc
         self.machine = machine
@@ -199,6 +244,10 @@ class NpuCompiledModel:
                         env[name] = np.asarray(v).astype(g.types[name].dtype.np, copy=False)
                 continue
             cl = self.layers[step.tag]
+            if isinstance(cl, CompiledVectorLayer):
+                env[step.out], secs = cl.run(self.desc, env[step.a], env[step.b])
+                t_sim += secs
+                continue
             ld = cl.data
             dram = np.zeros(ld.dram_bytes, np.uint8)
             b = env.get(step.b) if step.kind == "batched" else None
@@ -221,6 +270,12 @@ class NpuCompiledModel:
                 host_ops += 1
                 continue
             cl = self.layers[step.tag]
+            if isinstance(cl, CompiledVectorLayer):
+                host_bytes += cl.host_bytes
+                rows.append(LayerRow(step.tag, "+".join(n.op for n in step.nodes), 0, int(cl.sim.cycles), 0.0,
+                                     cl.sim.bound, int(cl.sim.dram_bytes), f"vector {cl.spec.rows}x{cl.spec.width} "
+                                     f"{cl.spec.dtype}", matrix=False))
+                continue
             host_bytes += cl.data.host_bytes
             cycles = int(cl.sim.cycles)
             rows.append(LayerRow(step.tag, "+".join(n.op for n in step.nodes), step.macs, cycles,
@@ -256,7 +311,7 @@ def compile_graph_npu(
                                f"(calibration=[inputs, ...]) for post-training quantization")
         plan = quantize(g, calibration, calibration_method)
     steps = partition(g, machine)
-    layers: dict[str, CompiledLayer] = {}
+    layers: dict[str, CompiledLayer | CompiledVectorLayer] = {}
     sim_seconds = 0.0
 
     def measure(program: Program, dram_bytes: int) -> tuple[float, Any]:
@@ -267,6 +322,14 @@ def compile_graph_npu(
         return float(res.cycles), res
 
     for step in steps:
+        if isinstance(step, VectorLayer):
+            nbytes = _align(step.numel * 4)
+            spec = EltwiseSpec.for_numel(step.numel, machine, step.dtype, step.act, 0, nbytes, 2 * nbytes)
+            program = Program(emit_eltwise(spec, machine, step.tag))
+            validate(program, desc, 3 * nbytes)
+            _, res = measure(program, 3 * nbytes)
+            layers[step.tag] = CompiledVectorLayer(step, spec, program, res)
+            continue
         if not isinstance(step, DeviceLayer):
             continue
         ld = lower_layer(step, machine, prec, plan)

@@ -10,7 +10,7 @@ from npu_graphs import GB, attention, mlp, small_cnn
 
 from tessera.codegen.npu.gemm import GemmSpec, Tiling, candidate_tilings, emit_gemm, fits
 from tessera.codegen.npu.machine import machine_from
-from tessera.codegen.npu.partition import DeviceLayer, HostStep, partition
+from tessera.codegen.npu.partition import DeviceLayer, HostStep, VectorLayer, partition
 from tessera.errors import CompileError
 from tessera.npu import Program, load_description, validate
 
@@ -18,15 +18,17 @@ GENS = ("npu-gen1", "npu-gen2", "npu-gen3")
 
 
 def _kinds(steps: list) -> list[str]:
-    return [f"npu:{'+'.join(n.op for n in s.nodes)}" if isinstance(s, DeviceLayer) else s.node.op for s in steps]
+    return [f"npu:{'+'.join(n.op for n in s.nodes)}" if isinstance(s, DeviceLayer) else
+            f"vec:{'+'.join(n.op for n in s.nodes)}" if isinstance(s, VectorLayer) else s.node.op for s in steps]
 
 
 @pytest.mark.parametrize("gen", GENS)
 def test_matrix_products_and_store_path_epilogues_are_offloaded(gen: str) -> None:
     m = machine_from(load_description(gen))
     assert _kinds(partition(mlp(), m)) == ["npu:Gemm+Relu", "npu:MatMul+Add"]
+    add = "vec:Add" if m.has_vector("add", "bf16") or m.has_vector("add", "f32") else "Add"  # a vector unit?
     assert _kinds(partition(small_cnn(), m)) == [
-        "npu:Conv+Relu", "npu:Conv", "Add", "npu:Conv+Relu", "GlobalAveragePool", "Flatten", "npu:Gemm"]
+        "npu:Conv+Relu", "npu:Conv", add, "npu:Conv+Relu", "GlobalAveragePool", "Flatten", "npu:Gemm"]
     assert _kinds(partition(attention(), m)) == ["npu:MatMul", "Softmax", "npu:MatMul"]
 
 
@@ -76,3 +78,31 @@ def test_a_tiling_that_does_not_fit_is_an_error() -> None:
     spec = GemmSpec(4096, 4096, 64, 1, "i8", "i32", "i8", "none", 0, 1 << 24, 1 << 25)
     with pytest.raises(CompileError, match="does not fit the scratchpad"):
         emit_gemm(spec, Tiling(4096, 64, 4096), m, "big")
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_vector_add_relu_streams_in_double_buffered_chunks(gen: str) -> None:
+    from tessera.codegen.npu.vector import EltwiseSpec, emit_eltwise, vector_dtype
+    from tessera.npu.dtypes import decode, encode, round_bf16
+    from tessera.npu.sim import simulate
+
+    desc = load_description(gen)
+    m = machine_from(desc)
+    dt = vector_dtype(m)
+    if dt is None:
+        pytest.skip(f"{gen} has no vector add")
+    small = dataclasses.replace(m, spad_bytes=3 * 2 * 8 * 128 * 4)  # forces chunks of a few rows
+    rng = np.random.default_rng(0)
+    n = 50 * 96
+    a, b = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    spec = EltwiseSpec.for_numel(n, small, dt, "relu", 0, 1 << 16, 1 << 17)
+    prog = Program(emit_eltwise(spec, small, "add"))
+    assert sum(len(c) for c in prog.cores) > 8
+    dram = np.zeros(1 << 18, np.uint8)
+    pad = spec.rows * spec.width - n
+    for addr, x in ((0, a), (1 << 16, b)):
+        data = encode(np.pad(x, (0, pad)), dt)
+        dram[addr: addr + data.size] = data
+    got = decode(simulate(prog, desc, dram).dram, 1 << 17, (n,), dt)
+    want = np.maximum(round_bf16(a) + round_bf16(b), 0) if dt == "bf16" else np.maximum(a + b, 0)
+    np.testing.assert_allclose(got, round_bf16(want) if dt == "bf16" else want, rtol=1e-6)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tessera.codegen.npu.machine import Machine
+from tessera.codegen.npu.vector import vector_dtype
 from tessera.graph.ir import Graph, Node
 from tessera.graph.ops.nn import Window, make_window
 from tessera.graph.registry import get_op, normalize_attrs
@@ -52,6 +53,24 @@ class DeviceLayer:
     @property
     def macs(self) -> int:
         return self.batch * self.m * self.k * self.n
+
+
+@dataclass
+class VectorLayer:
+    """An elementwise ``act(a + b)`` of two runtime tensors of one shape, run on the vector unit."""
+
+    tag: str
+    nodes: list[Node]
+    a: str
+    b: str
+    out: str
+    shape: tuple[int, ...]
+    dtype: str
+    act: str = "none"
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
 
 
 @dataclass
@@ -199,8 +218,22 @@ def _zero_spatial_pads(g: Graph, node: Node) -> tuple[int, ...] | None:
     return (p[2], p[3], p[6], p[7])
 
 
-def partition(g: Graph, m: Machine) -> list[DeviceLayer | HostStep]:
-    """The graph's nodes in order, as device layers (anchor + fused epilogue) and host steps."""
+def _vector_add(g: Graph, node: Node, m: Machine) -> VectorLayer | None:
+    dt = vector_dtype(m)
+    if dt is None or node.op != "Add" or len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    if a in g.constants or b in g.constants or a == b:
+        return None
+    ta, tb, to = g.types[a], g.types[b], g.types[node.outputs[0]]
+    if not (ta.is_static and ta == tb == to and ta.dtype.value == "f32"):
+        return None
+    return VectorLayer("", [node], a, b, node.outputs[0], _static(g, a), dt)
+
+
+def partition(g: Graph, m: Machine) -> list[DeviceLayer | VectorLayer | HostStep]:
+    """The graph's nodes in order, as device layers (matrix products + fused epilogue; elementwise adds
+    on a vector unit) and host steps."""
     consumers = g.consumers()
     outputs = set(g.outputs)
 
@@ -215,7 +248,7 @@ def partition(g: Graph, m: Machine) -> list[DeviceLayer | HostStep]:
         if pp is not None and c is not None and c.op == "Conv" and c.inputs[0] == node.outputs[0]:
             pads[node.outputs[0]] = (node.inputs[0], pp)
 
-    steps: list[DeviceLayer | HostStep] = []
+    steps: list[DeviceLayer | VectorLayer | HostStep] = []
     absorbed: set[int] = set()
     used: set[str] = set()
     for node in g.nodes:
@@ -223,6 +256,16 @@ def partition(g: Graph, m: Machine) -> list[DeviceLayer | HostStep]:
             continue
         if node.op == "Pad" and node.outputs[0] in pads:
             continue  # folded into its Conv
+        vl = _vector_add(g, node, m)
+        if vl is not None:
+            vl.tag = _tag(node.name or node.outputs[0], used)
+            nxt = sole_consumer(vl.out)
+            if nxt is not None and nxt.op == "Relu" and ("relu" in m.store_ops or m.has_vector("relu", vl.dtype)):
+                vl.act, vl.out = "relu", nxt.outputs[0]
+                vl.nodes.append(nxt)
+                absorbed.add(id(nxt))
+            steps.append(vl)
+            continue
         layer = _anchor(g, node, m, pads) if node.op in ("Conv", "Gemm", "MatMul") else None
         if layer is None:
             if node.op == "Conv" and node.inputs[0] in pads:  # not offloaded after all: keep the Pad
