@@ -19,8 +19,9 @@ from tessera.tune.database import Record, TuningDB
 from tessera.tune.harness import BuiltKernel, render_kernel_source, task_data
 from tessera.tune.measure import Measurer, MeasureResult
 from tessera.tune.search import Candidate, TaskSearch
-from tessera.tune.tasks import TuneTask
+from tessera.tune.tasks import TuneTask, stage_flops
 
+NUMPY_CHECK_FLOPS = 4_000_000  # stages up to this size also check the default against NumPy
 WINDOW = 3  # rounds over which a task's recent improvement is measured
 BACKWARD_WEIGHT = 0.5
 
@@ -106,6 +107,8 @@ def tune(tasks: Sequence[TuneTask], target: Any, db: TuningDB, *, trials: int | 
                             for s, c in zip(order, cands, strict=True)])
         for s, c, b in zip(order, cands, built, strict=True):
             res = _run(meas, b, None)
+            if res.status == "ok":
+                res = _check_default(s.task, data[s.task.key], res, getattr(meas, "rtol", 1e-3))
             if res.status != "ok":
                 s.exhausted = True  # no reference: the task cannot be tuned
                 results[s.task.key].failures[res.status] = 1
@@ -157,6 +160,20 @@ def _run(meas: Any, built: BuiltKernel | Exception, ref: list[np.ndarray] | None
     if isinstance(built, Exception):
         return MeasureResult("build_error", error=f"{type(built).__name__}: {built}")
     return meas.run(built, ref)
+
+
+def _check_default(task: TuneTask, data: dict, res: MeasureResult, rtol: float) -> MeasureResult:
+    """A small workload's default outputs checked against the NumPy evaluation of its tensor
+    expressions (larger ones are trusted: the compiler's own tests check default schedules)."""
+    from tessera.loop.te_eval import evaluate
+    from tessera.tune.measure import compare_outputs
+
+    if any(stage_flops(st) > NUMPY_CHECK_FLOPS for st in task.gc.stages) or res.outputs is None:
+        return res
+    diff = compare_outputs(res.outputs, evaluate(task.gc.outputs, data), rtol)
+    if diff:
+        return MeasureResult("wrong", error=f"default schedule disagrees with the NumPy reference: {diff}")
+    return res
 
 
 def _resume(searches: list[TaskSearch], db: TuningDB, target: Any) -> None:

@@ -95,3 +95,18 @@ def test_compile_without_database_uses_defaults(tmp_path: Path) -> None:
     assert not comp.kernels[0].tuned
     with pytest.raises(TuningDBError, match="missing.db does not exist"):
         compile_and_check(matmul_relu(), target="x86-avx2", tuning=tmp_path / "missing.db")
+
+
+def test_wrong_default_is_caught_by_the_numpy_reference(tmp_path: Path) -> None:
+    tasks = extract_tasks(matmul_relu())
+
+    def render(task, cand, data, target):  # the default itself computes nothing
+        source, built = default_render(task, cand, data, target)
+        return source.replace(CALL, "    if (0) " + CALL.strip()), built
+
+    with TuningDB(tmp_path / "w.db") as db, Measurer(TARGET, min_seconds=0.005) as m:
+        results = tune(tasks, TARGET, db, trials=3, seed=0, measurer=m, render=render)
+        (rec,) = db.records()
+        assert db.best(tasks[0].key, TARGET.hash) is None
+    assert rec.status == "wrong" and "NumPy reference" in rec.error and rec.is_default
+    assert results[0].trials == 0 and results[0].failures == {"wrong": 1}
