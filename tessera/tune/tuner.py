@@ -218,3 +218,41 @@ def _pick(searches: list[TaskSearch]) -> TaskSearch | None:
         return s.task.weight * (BACKWARD_WEIGHT * backward + (1 - BACKWARD_WEIGHT) * forward)
 
     return max(live, key=gain)
+
+
+def remeasure(tasks: Sequence[TuneTask], target: Any, db: TuningDB, *, seed: int = 0, rounds: int = 3,
+              measurer: Any = None, progress: Callable[[int, int], None] | None = None) -> list[TaskResult]:
+    """Each task's default schedule and best record timed again, alternating ``rounds`` times (medians),
+    so that the reported gains are ratios measured side by side on the machine as it is now."""
+    own = measurer is None
+    meas = measurer if measurer is not None else Measurer(target)
+    out = []
+    try:
+        for k, task in enumerate(tasks):
+            s = TaskSearch(task, target, seed)
+            best = db.best(task.key, target.hash)
+            recs = db.records(task.key, target.hash)
+            r = TaskResult(task, None, None, trials=sum(not rec.is_default for rec in recs))
+            for rec in recs:
+                if rec.status != "ok":
+                    r.failures[rec.status] = r.failures.get(rec.status, 0) + 1
+            out.append(r)
+            if best is None:
+                continue
+            data = task_data(task.gc, seed)
+            pair = [s.default_candidate(), s.candidate(best.config)]
+            built = meas.build([lambda c=c, t=task, d=data: default_render(t, c, d, target) for c in pair])
+            times: list[list[float]] = [[], []]
+            for _ in range(rounds):
+                for j in (0, 1):
+                    res = _run(meas, built[j], None)
+                    if res.status == "ok" and res.seconds is not None:
+                        times[j].append(res.seconds)
+            if times[0] and times[1]:
+                r.default_seconds, r.best_seconds = float(np.median(times[0])), float(np.median(times[1]))
+            if progress is not None:
+                progress(k + 1, len(tasks))
+    finally:
+        if own:
+            meas.close()
+    return out

@@ -33,7 +33,7 @@ def test_tune_tiny_onnx_then_compile_uses_it(tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "1 kernels, 1 distinct workloads" in out
     assert "MatMul+Relu[16x24]" in out and "% peak" in out and "time share" in out
-    assert "tuned" in out and "records" in out
+    assert "tuned" in out and "records" in out and "medians of alternating runs" in out
     with TuningDB(db) as d:
         recs = d.records()
     assert len(recs) == 4 and recs[0].is_default  # the default, then 3 trials
