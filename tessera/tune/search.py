@@ -32,6 +32,8 @@ class Candidate:
 
 @dataclass
 class Measured:
+    """One measurement of a candidate, as the search remembers it."""
+
     config: Config
     seconds: float | None
     status: str
