@@ -308,7 +308,7 @@ def _emit_core(spec: GemmSpec, t: Tiling, m: Machine, tag: str,
     return out + loads + compute + store
 
 
-def candidate_tilings(spec: GemmSpec, m: Machine, limit: int = 400) -> list[Tiling]:
+def candidate_tilings(spec: GemmSpec, m: Machine) -> list[Tiling]:
     """Tilings that fit the machine's memories, from block sizes that are multiples of the array."""
     lm, lk, ln = m.tile_limits()
 
@@ -336,7 +336,7 @@ def candidate_tilings(spec: GemmSpec, m: Machine, limit: int = 400) -> list[Tili
         t = Tiling(mb, nb, kb, order, buf, split)
         if fits(spec, t, m):
             out.append(t)
-    return out[: limit * 10]
+    return out
 
 
 def estimate_cycles(spec: GemmSpec, t: Tiling, m: Machine) -> float:

@@ -269,10 +269,8 @@ def partition(g: Graph, m: Machine) -> list[DeviceLayer | VectorLayer | HostStep
         layer = _anchor(g, node, m, pads) if node.op in ("Conv", "Gemm", "MatMul") else None
         if layer is None:
             if node.op == "Conv" and node.inputs[0] in pads:  # not offloaded after all: keep the Pad
-                src = pads.pop(node.inputs[0])
-                del src
-                pad_node = g.producers()[node.inputs[0]]
-                steps.append(HostStep(pad_node))
+                pads.pop(node.inputs[0])
+                steps.append(HostStep(g.producers()[node.inputs[0]]))
             steps.append(HostStep(node))
             continue
         layer.tag = _tag(node.name or node.outputs[0], used)
