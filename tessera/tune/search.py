@@ -4,6 +4,7 @@ epsilon-greedy exploration. Deterministic for a seed (given the same measurement
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from tessera.tune.space import Config, TaskSpace
 from tessera.tune.tasks import TuneTask
 from tessera.tune.workload import describe, rename_steps
 
+log = logging.getLogger("tessera.tune")
 POPULATION = 48
 GENERATIONS = 3
 ELITE = 8
@@ -60,6 +62,8 @@ class TaskSearch:
 
     # ---- candidates ----------------------------------------------------------------------------
     def candidate(self, config: Config) -> Candidate:
+        """The candidate of a point (raises ValueError for a point outside the space)."""
+        config = self.space.complete(config)
         ck = json.dumps(config, sort_keys=True)
         hit = self._by_config.get(ck)
         if hit is not None:
@@ -90,7 +94,11 @@ class TaskSearch:
         pool: dict[str, Candidate] = {}
 
         def add(config: Config) -> None:
-            c = self.candidate(config)
+            try:
+                c = self.candidate(config)
+            except ValueError as e:  # a stored point the current knob space no longer has
+                log.debug("skipping point %s: %s", config, e)
+                return
             if c.key not in self.measured and c.key not in pool:
                 pool[c.key] = c
 

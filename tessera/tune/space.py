@@ -24,6 +24,7 @@ class TaskSpace:
         self.spaces = [knob_space(st, target, self.constants) for st in gc.stages]
         # knobs with a single candidate are fixed: they are not searched
         self.free = [sorted(k for k, vs in sp.items() if len(vs) > 1) for sp in self.spaces]
+        self._defaults = [dict(default_knobs(st, target, self.constants)) for st in gc.stages]
 
     @property
     def size(self) -> int:
@@ -35,7 +36,7 @@ class TaskSpace:
         return n
 
     def default(self) -> Config:
-        return [dict(default_knobs(st, self.target, self.constants)) for st in self.gc.stages]
+        return [dict(d) for d in self._defaults]
 
     def random(self, rng: random.Random) -> Config:
         return [{k: vs[rng.randrange(len(vs))] for k, vs in sorted(sp.items())} for sp in self.spaces]
@@ -53,8 +54,16 @@ class TaskSpace:
 
     def crossover(self, a: Config, b: Config, rng: random.Random) -> Config:
         """Each knob taken from ``a`` or ``b`` at random."""
-        return [{k: (ca if rng.random() < 0.5 else cb).get(k, ca.get(k)) for k in sorted(set(ca) | set(cb))}
-                for ca, cb in zip(a, b, strict=True)]
+        return [{k: (ca if rng.random() < 0.5 else cb)[k] for k in sorted(ca)}
+                for ca, cb in zip(self.complete(a), self.complete(b), strict=True)]
+
+    def complete(self, config: Config) -> Config:
+        """``config`` with every knob present (missing ones, e.g. knobs newer than a stored record,
+        take their default values)."""
+        defaults = self.default()
+        if len(config) != len(defaults):
+            raise ValueError(f"point has {len(config)} stage(s), kernel has {len(defaults)}")
+        return [{**d, **c} for d, c in zip(defaults, config, strict=True)]
 
     def schedules(self, config: Config) -> dict[str, list[Step]]:
         """Per stage name, the steps of ``config`` (raises ValueError for a point outside the space)."""

@@ -179,12 +179,13 @@ def _check_default(task: TuneTask, data: dict, res: MeasureResult, rtol: float) 
 def _resume(searches: list[TaskSearch], db: TuningDB, target: Any) -> None:
     """Load each task's stored measurements (best, default, what not to measure again)."""
     for s in searches:
+        default_key = s.default_candidate().key
         for rec in db.records(s.task.key, target.hash):
             try:
                 c = s.candidate(rec.config)
             except (ValueError, KeyError, TypeError):
                 continue  # a point of an older knob space
-            if rec.is_default and rec.status == "ok":
+            if rec.is_default and rec.status == "ok" and c.key == default_key:  # the rules may have changed
                 s.default_seconds = rec.seconds
             s.record(c, rec.seconds, rec.status)
 

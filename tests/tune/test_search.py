@@ -52,3 +52,16 @@ def test_small_space_is_exhausted_without_repeats(tmp_path: Path) -> None:
     assert results[0].trials < 200  # stopped: no unmeasured point left
     assert len(set(fake.sources)) == len(fake.sources)  # never the same code twice
     assert len(recs) == results[0].trials + 1
+
+
+def test_points_missing_newer_knobs_take_defaults() -> None:
+    from tessera.tune.search import TaskSearch
+
+    task = extract_tasks(conv_relu())[0]
+    s = TaskSearch(task, TARGET, 0)
+    default = s.space.default()
+    old = [{k: v for k, v in default[0].items() if k != "order"}]  # as stored before "order" existed
+    assert s.candidate(old).key == s.default_candidate().key
+    assert s.candidate(old).config == default
+    for _ in range(20):  # crossing an old point with a new one stays inside the space
+        s.candidate(s.space.crossover(old, s.space.random(s.rng), s.rng))
