@@ -30,19 +30,24 @@ Executor = Callable[[Graph, "Sequence[np.ndarray] | Mapping[str, np.ndarray]"], 
 
 
 def value_inputs(graph: Graph) -> frozenset[str]:
-    """Graph inputs whose values the compiled code needs at compile time: those an operand that
-    a compute definition takes as a compile-time constant (``ComputeDef.const_inputs``) is
-    computed from."""
+    """Inputs of ``graph`` (static input shapes, constants folded) whose *values* compiled code
+    needs: those an operand that a compute definition takes as a compile-time constant
+    (``ComputeDef.const_inputs``: Reshape's shape, Resize's scales, OneHot's depth, Range's
+    bounds...) is computed from. Data inputs never are: an operator whose output size depends
+    on its data (NonZero...) stays uncompilable rather than being evaluated at compile time."""
     from tessera.loop.compute import get_compute
 
     producer = {o: n for n in graph.nodes for o in n.outputs if o}
-    need = [n.inputs[i] for n in graph.nodes if (cdef := get_compute(n.op)) is not None
-            for i in cdef.const_inputs if i < len(n.inputs) and n.inputs[i]]
+    need: list[str] = []
+    for n in graph.nodes:
+        cdef = get_compute(n.op)
+        if cdef is not None:
+            need += [n.inputs[i] for i in cdef.const_inputs if i < len(n.inputs) and n.inputs[i]]
     seen: set[str] = set()
     found = set()
     while need:
         v = need.pop()
-        if v in seen:
+        if v in seen or v in graph.constants:
             continue
         seen.add(v)
         if v in graph.inputs:
@@ -55,23 +60,28 @@ def value_inputs(graph: Graph) -> frozenset[str]:
 class CompiledExecutor:
     """Runs ``graph`` through the CPU compiler, compiling lazily per input signature.
 
-    Some inputs are specialized on their values, like static shapes are: they become constants
-    of the compiled graph, and the signature includes their values. Those are the inputs that
-    compute definitions need as compile-time constants (:func:`value_inputs`: Resize scales,
-    OneHot depth, Range bounds, Dropout's training_mode... of any dtype), and small integer
-    inputs (at most ``VALUE_SPECIALIZE_LIMIT`` elements: shapes, axes, sizes, indices)."""
-
-    VALUE_SPECIALIZE_LIMIT = 64
+    Inputs whose values the compiled code needs (:func:`value_inputs` of the graph specialized
+    to the input shapes: shapes, axes, scales, sizes... that ONNX passes as tensors) are
+    specialized on their values, like static shapes are: they become constants of the compiled
+    graph, and the signature includes their values. Every other input stays a run-time input."""
 
     def __init__(self, graph: Graph, target: str = "host", num_threads: int | None = None) -> None:
         self.graph = graph
         self.target = target
         self.num_threads = num_threads
         self.models: dict[tuple[Any, ...], tuple[Any, list[str]]] = {}  # signature -> (model, its inputs)
-        self.value_names = value_inputs(graph)
+        self.value_names: dict[tuple[Any, ...], frozenset[str]] = {}  # shape signature -> value inputs
 
-    def _is_value_input(self, a: np.ndarray) -> bool:
-        return a.dtype.kind in "iu" and a.size <= self.VALUE_SPECIALIZE_LIMIT
+    def _value_inputs(self, feeds: Mapping[str, np.ndarray]) -> frozenset[str]:
+        from tessera.graph.passes import optimize
+        from tessera.graph.specialize import specialize
+
+        shapes = tuple((n, a.shape) for n, a in feeds.items())
+        names = self.value_names.get(shapes)
+        if names is None:
+            names = value_inputs(optimize(specialize(self.graph, dict(shapes))))
+            self.value_names[shapes] = names
+        return names
 
     def __call__(self, graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from tessera.compiler import compile as compile_model
@@ -80,7 +90,8 @@ class CompiledExecutor:
         if graph is not self.graph:
             raise ValueError(f"this executor compiles graph {self.graph.name!r}, got {graph.name!r}")
         feeds, _ = bind_inputs(graph, inputs)  # count, dtype and declared-shape checks, as the reference
-        values = {n: a for n, a in feeds.items() if n in self.value_names or self._is_value_input(a)}
+        wanted = self._value_inputs(feeds)
+        values = {n: a for n, a in feeds.items() if n in wanted}
         key = tuple((n, a.shape, a.tobytes() if n in values else None) for n, a in feeds.items())
         entry = self.models.get(key)
         if entry is None:

@@ -25,7 +25,7 @@ CASES: dict[str, tuple[str, ...]] = {
         "test_compress_negative_axis", "test_nonzero_example", "test_unique_bfloat16_sorted_without_axis",
         "test_unique_not_sorted_without_axis", "test_unique_sorted_with_axis",
         "test_unique_sorted_with_axis_3d", "test_unique_sorted_with_negative_axis",
-        "test_unique_sorted_without_axis",
+        "test_unique_sorted_without_axis", "test_unique_length_1",
     ),
     # Dropout with training_mode=1 and ratio > 0 draws a random mask (from the seed attribute, as the
     # reference does): the compute definition covers inference and ratio 0 only.

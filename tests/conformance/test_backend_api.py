@@ -117,9 +117,28 @@ def test_compiled_mode_specializes_operands_compute_definitions_need() -> None:
              helper.make_node("Resize", ["x", "", "s32"], ["y"], mode="nearest")]
     model = helper.make_model(helper.make_graph(nodes, "r", [x, s], [y]), opset_imports=[helper.make_opsetid("", 19)])
     rep = TesseraBackend.prepare(model, "CPU", mode="compiled")
-    assert rep.executor.value_names == frozenset({"s"})
+    data = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    rep.run([data, np.array([1, 1, 2, 2], np.float64)])
+    assert list(rep.executor.value_names.values()) == [frozenset({"s"})]
     data = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
     for scales in ([1, 1, 2, 2], [1, 1, 1, 3]):
         (out,) = rep.run([data, np.array(scales, np.float64)])
         np.testing.assert_array_equal(out, data.repeat(scales[2], 2).repeat(scales[3], 3))
     assert len(rep.executor.models) == 2
+
+
+def test_compiled_mode_keeps_data_inputs_at_run_time() -> None:
+    # A small integer input that is only data (no shape or compile-time operand depends on its
+    # values) is not specialized: one compile serves every value, and a real kernel computes it.
+    a = helper.make_tensor_value_info("a", TensorProto.INT8, [3])
+    b = helper.make_tensor_value_info("b", TensorProto.INT8, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.INT8, [3])
+    model = helper.make_model(helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add", [a, b], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    rep = TesseraBackend.prepare(model, "CPU", mode="compiled")
+    for va in ([1, 2, 3], [100, -100, 5]):
+        x = np.array(va, np.int8)
+        (out,) = rep.run([x, x])
+        np.testing.assert_array_equal(out, x + x)  # wraps like NumPy
+    ((m, _),) = rep.executor.models.values()
+    assert len(m.compilation.kernels) == 1
