@@ -7,18 +7,23 @@ its reduction, how each factor of the reduction body is indexed) and from the ta
 
 Every stage falls into one *kind* (by structure):
 
-- ``elementwise`` (no reduction): the innermost axis is split by a vector width and
-  vectorized, outer axes are fused into one parallel loop.
+- ``elementwise`` (no reduction): short inner axes are fused until the innermost loop is a
+  multiple of the vector width, which is split off and vectorized; outer axes are fused into
+  one parallel loop.
 - ``tiled`` (a sum whose body is a product of operands, e.g. matmul, convolution): register
   tiling. The innermost output axis (fused with its neighbours while they are short) is the
   vector axis ``v``; an axis ``m`` that only the broadcast operand depends on is unrolled
-  ``mr`` times; the ``mr x nr`` accumulator tile lives in registers (cache_write); operands
-  that are not contiguous along ``v`` are packed (cache_read) into a zero-padded layout; the
-  loops outside the tile are fused into one parallel loop. Optionally the outermost
-  reduction loop is blocked (``kc``) so one block of the packed panel stays in cache while
-  the ``m`` blocks sweep it; partial sums are kept in the output between blocks.
-- ``reduction`` (any other reduction): outer spatial axes parallel, a scalar accumulator,
-  reduction innermost.
+  ``mr`` times; the ``mr x nr`` accumulator tile lives in registers (cache_write). The two
+  roles swap when vectors along ``m`` waste clearly fewer lanes (a convolution on a 7x7
+  image vectorizes along its output channels). An exact tile (no padding) is preferred
+  unless it is much smaller; a padded ``v`` packs (cache_read) the operands that use it into
+  zero-padded panels, as do operands not contiguous along ``v``; a padded ``m`` packs the
+  broadcast operands zero-padded along ``m``. The loops outside the tile are fused into one
+  parallel loop. Optionally the outermost reduction loop is blocked (``kc``) so one block of
+  the packed panel stays in cache while the ``m`` blocks sweep it; partial sums are kept in
+  the output between blocks.
+- ``reduction`` (any other reduction): just enough outer spatial axes fused into a parallel
+  loop to feed every core, a scalar accumulator, reduction innermost.
 
 Knob interface (used by tessera.tune)
 -------------------------------------
