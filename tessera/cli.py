@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--trials", type=int, metavar="N", help="number of candidate schedules to measure")
     p.add_argument("--db", metavar="PATH", help="tuning database (default: $TESSERA_TUNING_DB or the cache dir)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="statistic of a candidate's repeated runs (default: median; min resists other load)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=d1,d2,...",
                    help="static shape of an input (repeat per input); zoo models default to their example inputs")
     p.add_argument("--dim", action="append", default=[], metavar="SYMBOL=N",
@@ -457,7 +459,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     g = load_model(args.model, args.frontend)
     shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
     return run_tune(g, shapes, args.target, minutes=args.minutes, trials=args.trials, db_path=args.db,
-                    seed=args.seed)
+                    seed=args.seed, statistic=args.statistic)
 
 
 _COMMANDS = {"inspect": _cmd_inspect, "compile": _cmd_compile, "run": _cmd_run, "targets": _cmd_targets,

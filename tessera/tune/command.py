@@ -22,13 +22,14 @@ def check_budget(minutes: float | None, trials: int | None) -> None:
 
 
 def run_tune(g: Any, shapes: Mapping[str, Any] | None, target_name: str, *, minutes: float | None,
-             trials: int | None, db_path: str | None, seed: int) -> int:
+             trials: int | None, db_path: str | None, seed: int, statistic: str = "median") -> int:
     """Tune graph ``g`` (specialized to ``shapes``) for ``target_name``; records go to the database."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from tessera.targets import is_native, load_target
     from tessera.tune.database import TuningDB
+    from tessera.tune.measure import Measurer
     from tessera.tune.report import report_table, totals
     from tessera.tune.tasks import extract_tasks
     from tessera.tune.tuner import Progress as TuneProgress
@@ -48,7 +49,7 @@ def run_tune(g: Any, shapes: Mapping[str, Any] | None, target_name: str, *, minu
     budget = trials if trials is not None else (minutes or 0) * 60
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False) as bar:
+    with Progress(*columns, console=console, transient=False) as bar, Measurer(target, statistic=statistic) as measurer:
         job = bar.add_task("tuning", total=budget, info="measuring default schedules")
 
         def update(p: TuneProgress) -> None:
@@ -60,14 +61,15 @@ def run_tune(g: Any, shapes: Mapping[str, Any] | None, target_name: str, *, minu
 
         try:
             results = tune(tasks, target, db, trials=trials, seconds=None if trials is not None else budget,
-                           seed=seed, progress=update)
+                           seed=seed, progress=update, measurer=measurer)
         except KeyboardInterrupt:
             console.print(f"interrupted: the measured records are in {db.path}; run the same command to resume")
             raise
         bar.update(job, completed=budget)
         tuned_at = time.perf_counter()
         check = bar.add_task("re-timing", total=len(tasks), info="default vs best, side by side")
-        results = remeasure(tasks, target, db, seed=seed, progress=lambda k, n: bar.update(check, completed=k))
+        results = remeasure(tasks, target, db, seed=seed, measurer=measurer,
+                            progress=lambda k, n: bar.update(check, completed=k))
     console.print(report_table(results, target, limit=25))
     d, t = totals(results)
     size = db.size_bytes()

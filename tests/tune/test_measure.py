@@ -42,6 +42,12 @@ def test_harness_runs_a_kernel_with_packed_constant_weights() -> None:
     assert res.seconds is not None and res.seconds > 0 and len(res.times) >= 3
     assert compare_outputs(res.outputs or [], [want]) == ""
     assert "max abs error" in compare_outputs([want + 1], [want])
+    assert res.seconds == float(np.median(res.times))
+    with Measurer(TARGET, min_seconds=0.01, statistic="min") as m:
+        res = m.run(built, [want])
+    assert res.status == "ok" and res.seconds == min(res.times)
+    with pytest.raises(ValueError, match="statistic must be one of median, min"):
+        Measurer(TARGET, statistic="mean")
 
 
 def test_failing_candidates_recorded_never_chosen_and_compile_uses_best(tmp_path: Path) -> None:
