@@ -50,7 +50,9 @@ outside the candidates raise ``ValueError``. Knobs by kind (``knob_space`` alway
     ``fuse_v``: how many outer axes are fused into the vector axis (only axes that every
     operand uses alike with it).
     ``swap``: the row axis ``m`` becomes the vector axis and ``v`` the row axis (offered when
-    some operand uses ``v`` but not ``m``); default when it wastes clearly fewer lanes.
+    some operand uses ``v`` but not ``m``); default when it wastes clearly fewer lanes, or
+    wastes no more and replaces a per-call gather-pack of an activation by constant panels
+    over a long reduction.
     ``tile``: ``[mr, nv]``: ``mr`` rows by ``nv`` vectors, with ``mr * nv + nv + 1`` at most
     the vector registers; ``mr`` divides the ``m`` extent unless no operand that uses ``v``
     uses ``m``: then the rows are padded and the operands that use ``m`` are packed
@@ -95,6 +97,7 @@ class TileChoice:
 VECTOR_DTYPES = ("f32",)
 MIN_TILED_REDUCTION = 8  # reduction length below which register tiling does not pay
 SWAP_MIN_GAIN = 0.1  # lane/row efficiency the swapped orientation must add to be the default
+SWAP_MIN_REDUCTION = 256  # reduction length that amortizes a swapped (strided, scalar) epilogue
 EXACT_TILE_SHARE = 0.6  # an exact (unpadded) tile wins with at least this share of the padded tile's size
 PACK_MIN_REUSE = 32  # tile rows that must re-read a contiguous activation panel to pay for packing it
 MR_CHOICES = (8, 6, 5, 4, 3, 2, 1)
@@ -467,6 +470,13 @@ def _default_tile(plan: _TiledPlan, lanes: int, regs: int) -> TileChoice:
     return tile
 
 
+def _reduction_length(stage: Stage) -> int:
+    n = 1
+    for e in stage.reduce.extents:  # type: ignore[union-attr]
+        n *= e
+    return n
+
+
 def _tile_efficiency(plan: _TiledPlan, tile: TileChoice, lanes: int) -> float:
     """Share of the tile's lanes and rows that hold real outputs."""
     nr = tile.nv * lanes
@@ -524,9 +534,16 @@ def _tiled_defaults(stage: Stage, target: TargetInfo, constants: frozenset[Any])
     if _swappable(plan.subs, plan.v, plan.m):
         # the row axis as the vector axis when that wastes clearly fewer lanes (e.g. a convolution
         # over a small image: vectors along the output channels, rows along the pixels)
+        # or when that turns a per-call panel copy of a gathered activation (e.g. the im2col of a
+        # padded 3x3 convolution) into compile-time packing of constants, over a reduction long
+        # enough to pay for the scalar, strided stores of the swapped epilogue
         other = _tiled_plan(stage, fuse_v, swap=True)
         other_tile = _default_tile(other, lanes, regs)
-        if _tile_efficiency(other, other_tile, lanes) > _tile_efficiency(plan, tile, lanes) + SWAP_MIN_GAIN:
+        gain = _tile_efficiency(other, other_tile, lanes) - _tile_efficiency(plan, tile, lanes)
+        gathered = [k for k in plan.non_contig if not _is_constant(plan.factors[k], constants)]
+        constant_panels = all(_is_constant(other.factors[k], constants) for k in other.v_dependent)
+        if gain > SWAP_MIN_GAIN or (gain >= 0 and gathered and constant_panels
+                                    and _reduction_length(stage) >= SWAP_MIN_REDUCTION):
             plan, tile, swap = other, other_tile, True
     nr = tile.nv * lanes
     padded = -(-plan.v_extent // nr) * nr
