@@ -186,3 +186,15 @@ def test_elementwise_fuses_short_inner_axes_into_vector_code() -> None:
     kern = KernelBuilder("dbl", [x], outs).build([st], {st.name: default_schedule(st, TARGET)})
     src = render_kernel(kern, {"f32": 8})
     assert "tsr_f32x8" in src and "/" not in src.split("{", 1)[1]  # vector code, no div/mod index math
+
+
+def test_swap_replaces_a_gather_pack_by_constant_panels() -> None:
+    # a padded 3x3 conv with a long reduction (32 * 9 = 288): with constant weights the vectors run
+    # along the output channels (weights pre-packed) instead of packing the activation's im2col per call
+    (x, w), outs = _conv(32, 16, 16, 3)
+    (st,) = build_stages(outs)
+    assert default_knobs(st, TARGET, frozenset({w}))["swap"] is True
+    assert default_knobs(st, TARGET)["swap"] is False  # run-time weights would need packing too
+    (x, w), outs = _conv(16, 16, 16, 3)  # reduction of 144: the strided epilogue would not pay
+    (st,) = build_stages(outs)
+    assert default_knobs(st, TARGET, frozenset({w}))["swap"] is False
