@@ -72,11 +72,11 @@ def run_tune(g: Any, shapes: Mapping[str, Any] | None, target_name: str, *, minu
                             progress=lambda k, n: bar.update(check, completed=k))
     console.print(report_table(results, target, limit=25))
     d, t = totals(results)
-    size = db.size_bytes()
-    console.print("default and tuned times above: medians of alternating runs after tuning (trials: records so far)")
+    count = db.count()
+    db.close()  # folds the write-ahead log into the file: the size below is the database's
     retime = time.perf_counter() - tuned_at
+    console.print("default and tuned times above: medians of alternating runs after tuning (trials: records so far)")
     console.print(f"kernel time (sum of count x time): default {fmt_seconds(d)} -> tuned {fmt_seconds(t)} "
                   f"({d / t if t else 0:.2f}x); tuning took {tuned_at - t0:.0f} s (+{retime:.0f} s re-timing); "
-                  f"database {db.path}: {db.count()} records, {size / 1024:.0f} KiB")
-    db.close()
+                  f"database {db.path}: {count} records, {db.size_bytes() / 1024:.0f} KiB")
     return 0
