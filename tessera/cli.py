@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static shape of an input (repeat per input); zoo models default to their example inputs")
     p.add_argument("--dim", action="append", default=[], metavar="SYMBOL=N",
                    help="size of a symbolic input dim, e.g. --dim batch=1 (repeat per symbol)")
+
+    p = sub.add_parser("tuning-db", help="share tuning records: export/import a JSON-lines file, or show a summary")
+    p.add_argument("action", choices=("export", "import", "info"))
+    p.add_argument("file", nargs="?", help="JSON-lines file to write (export) or read (import)")
+    p.add_argument("--db", metavar="PATH", help="tuning database (default: $TESSERA_TUNING_DB or the cache dir)")
     return parser
 
 
@@ -462,8 +467,33 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                     seed=args.seed, statistic=args.statistic)
 
 
+def _cmd_tuning_db(args: argparse.Namespace) -> int:
+    from tessera.tune.database import TuningDB, TuningDBError
+
+    if args.action != "info" and not args.file:
+        raise TuningDBError(f"tessera tuning-db {args.action} needs a FILE")
+    if args.action == "export" and args.db and not Path(args.db).is_file():
+        raise TuningDBError(f"tuning database {args.db} does not exist")
+    with TuningDB(args.db, readonly=args.action == "export") as db:
+        if args.action == "export":
+            n = db.export_jsonl(args.file)
+            print(f"exported {n} records from {db.path} to {args.file}")
+        elif args.action == "import":
+            before = db.count()
+            n = db.import_jsonl(args.file)
+            print(f"read {n} records from {args.file}; {db.count() - before} new in {db.path}")
+        else:
+            recs = db.records()
+            ok = sum(r.status == "ok" for r in recs)
+            workloads = len({(r.workload, r.target) for r in recs})
+            print(f"{db.path}: {len(recs)} records ({ok} ok, {len(recs) - ok} failed) for {workloads} "
+                  f"workload/target pairs, {db.size_bytes() / 1024:.0f} KiB")
+    return 0
+
+
 _COMMANDS = {"inspect": _cmd_inspect, "compile": _cmd_compile, "run": _cmd_run, "targets": _cmd_targets,
-             "export": _cmd_export, "zoo": _cmd_zoo, "tune": _cmd_tune}
+             "export": _cmd_export, "zoo": _cmd_zoo, "tune": _cmd_tune,
+             "tuning-db": _cmd_tuning_db}
 
 
 if __name__ == "__main__":

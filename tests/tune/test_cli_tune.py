@@ -79,3 +79,28 @@ class _no_exit:
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+
+def test_tuning_db_export_import_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tessera.tune.database import Record
+
+    src, dst, shared = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "team.jsonl"
+    with TuningDB(src) as db:
+        db.add(Record("w1", "t1", [{"tile": [4, 2]}], [[["split", "x0", 8]]], "ok", 1e-3, created=1.0))
+        db.add(Record("w1", "t1", [{"tile": [8, 1]}], [[["split", "x0", 16]]], "crash", None, created=2.0))
+    assert main(["tuning-db", "export", str(shared), "--db", str(src)]) == 0
+    assert "exported 2 records" in capsys.readouterr().out
+    assert main(["tuning-db", "import", str(shared), "--db", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "read 2 records" in out and "2 new" in out
+    assert main(["tuning-db", "import", str(shared), "--db", str(dst)]) == 0  # duplicates skipped
+    assert "0 new" in capsys.readouterr().out
+    assert main(["tuning-db", "info", "--db", str(dst)]) == 0
+    assert "2 records (1 ok, 1 failed) for 1 workload/target pairs" in capsys.readouterr().out
+    with TuningDB(dst) as db:
+        assert db.best("w1", "t1").config == [{"tile": [4, 2]}]
+    assert main(["tuning-db", "export", str(shared), "--db", str(tmp_path / "missing.db")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: tuning database")
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    assert main(["tuning-db", "import", str(tmp_path / "bad.jsonl"), "--db", str(dst)]) == 2
+    assert "bad.jsonl:1: not a tuning record" in capsys.readouterr().err
