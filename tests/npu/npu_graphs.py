@@ -1,4 +1,4 @@
-"""Small graphs for the NPU back-end tests (helper B's tests): a terse builder and model builders."""
+"""Shared pieces of the NPU tests: a terse graph builder, small models, and a brand-new chip description."""
 
 from __future__ import annotations
 
@@ -92,3 +92,45 @@ def cosine(y: np.ndarray, ref: np.ndarray) -> float:
     a, r = y.reshape(-1).astype(np.float64), ref.reshape(-1).astype(np.float64)
     na, nr = np.linalg.norm(a), np.linalg.norm(r)
     return float((a / na) @ (r / nr)) if na > 0 and nr > 0 else float(na == nr)
+
+
+def tiny_chip_toml(description: str = "8x8 int8 array, 64 KiB scratchpad, no vector unit", *,
+                   dataflows: tuple[str, ...] = ("weight-stationary", "output-stationary"),
+                   store_ops: tuple[str, ...] = ("relu", "scale", "cast"), padding: bool = True) -> str:
+    """A description no shipped generation resembles: an 8x8 int8 array, 64 KiB scratchpad, no
+    vector unit, decoupled load/compute/store queues."""
+    return f"""
+name = "tiny-8x8"
+description = "{description}"
+[chip]
+clock_ghz = 0.5
+cores = 1
+[matrix]
+kind = "systolic"
+rows = 8
+cols = 8
+dataflows = [{", ".join(f'"{d}"' for d in dataflows)}]
+dtypes = [["i8", "i32"]]
+fill_latency = 16
+double_buffered_weights = false
+[memory.scratchpad]
+bytes = 65536
+banks = 2
+row_bytes = 8
+[memory.accumulator]
+bytes = 16384
+banks = 2
+row_bytes = 32
+[dram]
+bytes_per_cycle = 8
+latency = 40
+burst_bytes = 32
+[dma]
+max_rows = 256
+padding = {"true" if padding else "false"}
+store_ops = [{", ".join(f'"{o}"' for o in store_ops)}]
+[execution]
+queues = ["load", "compute", "store"]
+decoupled = true
+tokens = 8
+"""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from npu_graphs import GB, attention, cosine, feeds, mlp, rel_err, small_cnn
+from npu_graphs import GB, attention, cosine, feeds, mlp, rel_err, small_cnn, tiny_chip_toml
 
 import tessera
 from tessera.codegen.npu.gemm import GemmSpec, Tiling, emit_gemm, pack_blocks, unpack_blocks
@@ -83,41 +83,8 @@ def test_block_packing_round_trips() -> None:
     np.testing.assert_array_equal(unpack_blocks(p, 7, 5, 3, 2), x)
 
 
-NEW_CHIP = """
-name = "tiny-8x8"
-description = "a brand-new chip: 8x8 int8 output-stationary array, 64 KiB scratchpad, no vector unit"
-[chip]
-clock_ghz = 0.5
-cores = 1
-[matrix]
-kind = "systolic"
-rows = 8
-cols = 8
-dataflows = ["output-stationary"]
-dtypes = [["i8", "i32"]]
-fill_latency = 16
-double_buffered_weights = false
-[memory.scratchpad]
-bytes = 65536
-banks = 2
-row_bytes = 8
-[memory.accumulator]
-bytes = 16384
-banks = 2
-row_bytes = 32
-[dram]
-bytes_per_cycle = 8
-latency = 40
-burst_bytes = 32
-[dma]
-max_rows = 256
-padding = false
-store_ops = ["scale", "relu", "cast"]
-[execution]
-queues = ["load", "compute", "store"]
-decoupled = true
-tokens = 8
-"""
+NEW_CHIP = tiny_chip_toml("a brand-new chip: 8x8 int8 output-stationary array, 64 KiB scratchpad, no vector unit",
+                          dataflows=("output-stationary",), store_ops=("scale", "relu", "cast"), padding=False)
 
 
 def test_a_brand_new_description_compiles_and_runs_correctly(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from npu_graphs import tiny_chip_toml
 
 from tessera.npu.hw import DESCRIPTIONS_DIR, NpuDescription, NpuDescriptionError, list_descriptions, load_description
 from tessera.targets import list_targets
@@ -100,41 +101,7 @@ def test_brand_new_description(tmp_path: Path) -> None:
     assert d.energy is None and d.scratchpad.holds == ("inputs", "weights")
 
 
-TINY_TOML = """
-name = "tiny-8x8"
-description = "8x8 int8 array, 64 KiB scratchpad, no vector unit"
-[chip]
-clock_ghz = 0.5
-cores = 1
-[matrix]
-kind = "systolic"
-rows = 8
-cols = 8
-dataflows = ["weight-stationary", "output-stationary"]
-dtypes = [["i8", "i32"]]
-fill_latency = 16
-double_buffered_weights = false
-[memory.scratchpad]
-bytes = 65536
-banks = 2
-row_bytes = 8
-[memory.accumulator]
-bytes = 16384
-banks = 2
-row_bytes = 32
-[dram]
-bytes_per_cycle = 8
-latency = 40
-burst_bytes = 32
-[dma]
-max_rows = 256
-padding = true
-store_ops = ["bias", "scale", "relu", "cast"]
-[execution]
-queues = ["load", "compute", "store"]
-decoupled = true
-tokens = 8
-"""
+TINY_TOML = tiny_chip_toml(store_ops=("bias", "scale", "relu", "cast"))
 
 
 def test_vector_unit_op_support(tmp_path: Path) -> None:

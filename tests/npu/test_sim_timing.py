@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from npu_graphs import tiny_chip_toml
 
 from tessera.npu import (
     Addr,
@@ -26,41 +27,7 @@ from tessera.npu.hw import DESCRIPTIONS_DIR
 from tessera.npu.sim import simulate
 
 G1, G2, G3 = (load_description(f"npu-gen{i}") for i in (1, 2, 3))
-TINY = """
-name = "tiny-8x8"
-description = "8x8 int8 array, 64 KiB scratchpad, no vector unit"
-[chip]
-clock_ghz = 0.5
-cores = 1
-[matrix]
-kind = "systolic"
-rows = 8
-cols = 8
-dataflows = ["weight-stationary", "output-stationary"]
-dtypes = [["i8", "i32"]]
-fill_latency = 16
-double_buffered_weights = false
-[memory.scratchpad]
-bytes = 65536
-banks = 2
-row_bytes = 8
-[memory.accumulator]
-bytes = 16384
-banks = 2
-row_bytes = 32
-[dram]
-bytes_per_cycle = 8
-latency = 40
-burst_bytes = 32
-[dma]
-max_rows = 256
-padding = true
-store_ops = ["relu", "scale", "cast"]
-[execution]
-queues = ["load", "compute", "store"]
-decoupled = true
-tokens = 8
-"""
+TINY = tiny_chip_toml()
 
 
 def _desc(tmp_path: Path, text: str, name: str = "d.toml") -> object:
