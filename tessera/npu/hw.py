@@ -28,10 +28,7 @@ Schema (``?`` = optional table/key; every other key is required; unknown keys ar
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import hashlib
-import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -40,6 +37,7 @@ from typing import Any
 
 from tessera.errors import TesseraError
 from tessera.npu.dtypes import DTYPES
+from tessera.utils import ContentHashed
 
 DESCRIPTIONS_DIR = Path(__file__).resolve().parent.parent / "targets" / "descriptions"
 FILE_PREFIX = "npu-"
@@ -155,7 +153,7 @@ class Energy:
 
 
 @dataclass(frozen=True)
-class NpuDescription:
+class NpuDescription(ContentHashed):
     """A validated NPU description. ``hash`` is a sha256 of the canonical content (cache / tuning key)."""
 
     name: str
@@ -173,15 +171,8 @@ class NpuDescription:
     source: str = field(default="", compare=False)
     hash: str = field(init=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hash", hashlib.sha256(self.canonical().encode()).hexdigest())
-
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # defined here so that @dataclass does not generate a field-wise one
         return hash(self.hash)
-
-    def canonical(self) -> str:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("source", "hash")}
-        return json.dumps(d, sort_keys=True, separators=(",", ":"), default=dataclasses.asdict)
 
     @property
     def peak_macs_per_cycle(self) -> int:

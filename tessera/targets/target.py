@@ -25,9 +25,6 @@ Schema (keys marked ``?`` are optional; every other key is required; unknown key
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 import tomllib
 from collections.abc import Callable
@@ -36,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.errors import TesseraError
+from tessera.utils import ContentHashed
 
 DESCRIPTIONS_DIR = Path(__file__).parent / "descriptions"
 NPU_FILE_PREFIX = "npu-"  # NPU descriptions share the folder; tessera.npu.hw loads them
@@ -84,7 +82,7 @@ class Intrinsic:
 
 
 @dataclass(frozen=True)
-class CpuTarget:
+class CpuTarget(ContentHashed):
     """A validated CPU target. ``hash`` is a stable sha256 of the canonical content (cache / tuning key)."""
 
     name: str
@@ -105,16 +103,8 @@ class CpuTarget:
     source: str = field(default="", compare=False)
     hash: str = field(init=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hash", hashlib.sha256(self.canonical().encode()).hexdigest())
-
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # defined here so that @dataclass does not generate a field-wise one
         return hash(self.hash)
-
-    def canonical(self) -> str:
-        """Canonical JSON of the content (everything except ``source`` and ``hash``)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("source", "hash")}
-        return json.dumps(d, sort_keys=True, separators=(",", ":"), default=dataclasses.asdict)
 
     def lanes(self, dtype: Any) -> int:
         """SIMD lanes for ``dtype`` (a dtype name like "f32" or an object with ``.value``)."""
