@@ -222,8 +222,9 @@ class NpuCompiledModel:
         self.sim_seconds = sim_seconds
         self.last_run_sim_seconds = 0.0
 
-    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        out = self.run_dict(list(inputs))
+    def __call__(self, *inputs: Any) -> list[np.ndarray]:
+        """Run the model; inputs positionally or as one mapping by input name (like CompiledModel)."""
+        out = self.run_dict(inputs[0] if len(inputs) == 1 and isinstance(inputs[0], Mapping) else list(inputs))
         return [out[n] for n in self.graph.outputs]
 
     def run_dict(self, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from npu_graphs import GB, attention, cosine, feeds, mlp, rel_err, small_cnn, ti
 import tessera
 from tessera.codegen.npu.gemm import GemmSpec, Tiling, emit_gemm, pack_blocks, unpack_blocks
 from tessera.codegen.npu.machine import machine_from
-from tessera.errors import CompileError
+from tessera.errors import CompileError, InputCountError, InputShapeError
 from tessera.graph.reference import run_reference
 from tessera.npu import NpuDescriptionError, Program, load_description
 from tessera.npu.sim import simulate
@@ -137,6 +137,20 @@ def test_errors_name_the_problem() -> None:
     b.op("Relu", ["x"])
     with pytest.raises(CompileError, match="symbolic dims"):
         compile_graph_npu(b.done("relu1"), "npu-gen2")
+
+
+def test_inputs_positionally_or_by_name_and_checked() -> None:
+    g = mlp()
+    f = feeds(g)
+    cm = compile_graph_npu(g, "npu-gen2", "bf16")
+    by_pos = cm(*[f[n] for n in g.inputs])
+    by_name = cm({n: f[n] for n in g.inputs})
+    for a, b in zip(by_pos, by_name, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputCountError):
+        cm()
+    with pytest.raises(InputShapeError):
+        cm(*[v[..., :1] for v in (f[n] for n in g.inputs)])
 
 
 def test_no_code_path_branches_on_a_generation_name() -> None:
