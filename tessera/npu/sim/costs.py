@@ -120,17 +120,7 @@ def gemm_cycles(ins: Gemm, dataflow: str, rows: int, cols: int, double_buffered:
     if dataflow == "weight-stationary":
         return _fold_sum(m, k, rows, _ceil(n, cols), double_buffered, weights_resident)
     # channel-reduction: k over the reduction lanes, n over the dot-product units; swap = n_f columns
-    nfull, nrem = divmod(n, cols)
-    kf = _ceil(k, rows)
-    folds = kf * (nfull + (nrem > 0))
-    if double_buffered:
-        cycles = kf * (nfull * max(m, cols) + (max(m, nrem) if nrem else 0))
-    else:
-        cycles = kf * (nfull * (m + cols) + ((m + nrem) if nrem else 0))
-    if weights_resident:
-        first = cols if nfull else nrem
-        cycles -= max(m, first) - m if double_buffered else first
-    return cycles, folds
+    return _fold_sum(m, n, cols, _ceil(k, rows), double_buffered, weights_resident)
 
 
 def vec_cycles(ins: Vec, lanes: int, cycles: dict[str, int]) -> int:
