@@ -3,7 +3,7 @@ shuffles, LRN. Also the sliding-window helpers shared with ``pooling.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -95,16 +95,23 @@ def _conv(ctx: ComputeContext) -> list[Tensor]:
     bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
     win = make_window(ctx.attrs, w.shape[2:])
     xp, _ = padded_input(x, win, const(0, x.dtype))
-    group = int(ctx.attrs["group"])
-    cin_g, cout_g = w.shape[1], w.shape[0] // group
+    body = conv_body(xp, win, int(ctx.attrs["group"]), w.shape, lambda co, ci, taps: w[(co, ci, *taps)])
+    return [_bias_stage(compute(ctx.out_shape(), body, "conv"), bias, "conv_bias")]
+
+
+def conv_body(xp: Tensor, win: Window, group: int, w_shape: tuple[int, ...],
+              weight: Callable[[Expr, Expr, tuple[Expr, ...]], Expr]) -> Callable[..., Expr]:
+    """Compute body of a (grouped) convolution over the padded input ``xp``: the sum over the group's
+    input channels and the window taps of input x ``weight(co, ci, taps)``."""
+    cin_g, cout_g = w_shape[1], w_shape[0] // group
 
     def body(n: Expr, co: Expr, *o: Expr) -> Expr:
         ci = reduce_axis(cin_g, "ci")
         taps, pos = window_taps(win, o)
         ch = ci[0] if group == 1 else (co // cout_g) * cin_g + ci[0]
-        return rsum(xp[(n, ch, *pos)] * w[(co, ci[0], *(t[0] for t in taps))], ci, *taps)
+        return rsum(xp[(n, ch, *pos)] * weight(co, ci[0], tuple(t[0] for t in taps)), ci, *taps)
 
-    return [_bias_stage(compute(ctx.out_shape(), body, "conv"), bias, "conv_bias")]
+    return body
 
 
 @compute_def("ConvTranspose", "anchor")

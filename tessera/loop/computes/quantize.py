@@ -17,7 +17,7 @@ from tessera.graph.dtypes import DType
 from tessera.graph.ops.nn import make_window
 from tessera.loop.compute import ComputeContext, compute_def
 from tessera.loop.computes.linalg import batch_index
-from tessera.loop.computes.nn import padded_input, window_taps
+from tessera.loop.computes.nn import conv_body, padded_input
 from tessera.loop.expr import Expr, call, cast, const, maximum, minimum, select
 from tessera.loop.te import Tensor, compute, reduce_axis, rmax, rmin, rsum
 
@@ -160,16 +160,8 @@ def _int_conv(x: Tensor, w: Tensor, xzp: Tensor | None, wzp: Tensor | None, ctx:
     win = make_window(ctx.attrs, w.shape[2:])
     xs = compute(x.shape, lambda *i: _shifted(x, i, None if xzp is None else _first(xzp)), "x_shift")
     xp, _ = padded_input(xs, win, const(0, ACC))
-    group = int(ctx.attrs["group"])
-    cin_g, cout_g = w.shape[1], w.shape[0] // group
-
-    def body(n: Expr, co: Expr, *o: Expr) -> Expr:
-        ci = reduce_axis(cin_g, "ci")
-        taps, pos = window_taps(win, o)
-        ch = ci[0] if group == 1 else (co // cout_g) * cin_g + ci[0]
-        wv = _shifted(w, (co, ci[0], *(t[0] for t in taps)), _per(wzp, co))
-        return rsum(xp[(n, ch, *pos)] * wv, ci, *taps)
-
+    body = conv_body(xp, win, int(ctx.attrs["group"]), w.shape,
+                     lambda co, ci, taps: _shifted(w, (co, ci, *taps), _per(wzp, co)))
     return compute(out, body, "int_conv")
 
 
