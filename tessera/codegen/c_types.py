@@ -149,8 +149,8 @@ static inline int64_t tsr_pow_i64(int64_t a, int64_t b) {
   return r;
 }
 #define TSR_FLOAT_HELPERS(T, S, FMOD, FLOOR, COPYSIGN) \
-static inline T tsr_min_##S(T a, T b) { return (a < b || a != a) ? a : b; } \
-static inline T tsr_max_##S(T a, T b) { return (a > b || a != a) ? a : b; } \
+static inline T tsr_min_##S(T a, T b) { T m = a < b ? a : b; return a != a ? a : m; } \
+static inline T tsr_max_##S(T a, T b) { T m = a > b ? a : b; return a != a ? a : m; } \
 static inline T tsr_sign_##S(T a) { return a > 0 ? (T)1 : a < 0 ? (T)-1 : a; } \
 static inline T tsr_mod_##S(T a, T b) { \
   if (b == 0) return FMOD(a, b); \

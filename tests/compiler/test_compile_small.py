@@ -105,6 +105,20 @@ def test_pools() -> None:
     compile_and_check(b.done(mp, ap, api, gp))
 
 
+def test_min_max_propagate_nan_from_either_operand() -> None:
+    """Scalar (unvectorizable odd-sized) Max/Min/Relu: NaN in either operand gives NaN, as NumPy."""
+    b = GB("minmax_nan")
+    x, y = b.input("x", (3, 7)), b.input("y", (3, 7))
+    g = b.done(b.op("Max", [x, y]), b.op("Min", [x, y]), b.op("Relu", [x]))
+    xv = np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32)
+    yv = np.random.default_rng(2).standard_normal((3, 7)).astype(np.float32)
+    xv[0, 1], yv[1, 2], xv[2, 3], yv[2, 3] = np.nan, np.nan, np.nan, np.nan
+    comp = compile_graph(g, TARGET)
+    got = CompiledModel(comp.library, comp.manifest, comp.weights)(xv, yv)
+    for out, want in zip(got, [np.maximum(xv, yv), np.minimum(xv, yv), np.maximum(xv, 0)], strict=True):
+        np.testing.assert_array_equal(out, want)  # NaNs compare equal here
+
+
 def test_softmax_layernorm_last_axis() -> None:
     b = GB("norms")
     x = b.input("x", (4, 7, 33))
