@@ -19,14 +19,26 @@ loop variables to ``i0..``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from tessera.codegen.c_expr import ScalarExprs
 from tessera.codegen.c_types import WIDTH, c_type, check_ident, prelude, vector_ok
-from tessera.codegen.c_vector import NotPromotable, NoVec, Promo, VectorExprs, linear_coeff
+from tessera.codegen.c_vector import (
+    NotPromotable,
+    NoVec,
+    Promo,
+    VectorExprs,
+    linear_coeff,
+    math_declarations,
+    vector_math_table,
+)
 from tessera.loop.expr import BinOp, Const, Expr, Load, Var, const, linear_form, loads_in, simplify, substitute, to_str
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
+
+if TYPE_CHECKING:
+    from tessera.targets.target import Intrinsic
 
 __all__ = ["render_kernel", "render_module", "c_type"]
 
@@ -37,10 +49,12 @@ _FULL_UNROLL_SIZE = 512  # statements emitted by one fully unrolled loop
 _VECTOR_UNROLL_STEPS = 16
 
 
-def render_kernel(kernel: Kernel, vector_lanes: dict[str, int]) -> str:
+def render_kernel(kernel: Kernel, vector_lanes: dict[str, int], intrinsics: Iterable[Intrinsic] = ()) -> str:
     """C source of ``void NAME(const T* restrict p0, ..., T* restrict pN)`` (params in order;
-    inputs const). ``vector_lanes`` maps a dtype to the SIMD lane count used for vectorized loops."""
-    return _Emitter(kernel, vector_lanes).render()
+    inputs const). ``vector_lanes`` maps a dtype to the SIMD lane count used for vectorized loops;
+    ``intrinsics`` (a target's, :attr:`CpuTarget.intrinsics`) may declare vector versions of math
+    functions, which vectorized loops then call (their includes/prototypes precede the function)."""
+    return _Emitter(kernel, vector_lanes, intrinsics).render()
 
 
 def render_module(kernels: list[str], entry: str) -> str:
@@ -119,9 +133,11 @@ def _size(s: Stmt) -> int:
 
 
 class _Emitter(ScalarExprs, VectorExprs):
-    def __init__(self, kernel: Kernel, vector_lanes: dict[str, int]) -> None:
+    def __init__(self, kernel: Kernel, vector_lanes: dict[str, int], intrinsics: Iterable[Intrinsic] = ()) -> None:
         self.kernel = kernel
         self.lanes = dict(vector_lanes)
+        self.vector_math = vector_math_table(intrinsics)
+        self.math_used: dict[str, tuple[Intrinsic, int]] = {}
         self.names: dict[int, str] = {}
         self.promoted: dict[int, Promo] = {}
         self.cvars: dict[str, str] = {}
@@ -150,8 +166,8 @@ class _Emitter(ScalarExprs, VectorExprs):
             params.append(f"{const_q}{c_type(b.dtype)}* restrict p{i}")
             doc.append(f" * p{i}: {b.name} {b.dtype}{list(b.shape)} {'in' if i < k.num_inputs else 'out'}")
         body = self.stmt(k.body, 1)
-        return "\n".join([f"/* kernel {k.name}", *doc, " */", f"void {k.name}({', '.join(params)}) {{", *body, "}",
-                          ""])
+        return "\n".join([*math_declarations(self.math_used), f"/* kernel {k.name}", *doc, " */",
+                          f"void {k.name}({', '.join(params)}) {{", *body, "}", ""])
 
     # ---- scalar expression hooks ---------------------------------------------------------------
     def var_ref(self, name: str) -> str:

@@ -7,8 +7,8 @@ from tessera.loop.expr import BinOp, Call, Cast, Const, Expr, Load, Ranges, Sele
 
 _CMP = {"lt": "<", "le": "<=", "eq": "==", "ne": "!="}
 _ARITH = {"add": "+", "sub": "-", "mul": "*"}
-# math.h functions with an f-suffixed float version
-_LIBM = ("exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
+# math.h functions with an f-suffixed float version (a target may declare vector versions: c_vector)
+LIBM = ("exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
          "cosh", "asinh", "acosh", "atanh", "log1p", "expm1", "pow", "fmod", "atan2")
 
 
@@ -139,7 +139,7 @@ class ScalarExprs:
             return self._int_call(e, args, rt)
         s = _suffix(dt)
         one = literal(1, dt)
-        if fn in _LIBM:
+        if fn in LIBM:
             return f"{fn}{s}({', '.join(args)})"
         if fn == "abs":
             return f"fabs{s}({x})"
@@ -161,7 +161,7 @@ class ScalarExprs:
             return f"(({rt})tsr_sign_i64({x}))"
         if fn in ("floor", "ceil", "round"):
             return f"(({rt}){x})"
-        if fn in _LIBM or fn in ("rsqrt", "sigmoid"):
+        if fn in LIBM or fn in ("rsqrt", "sigmoid"):
             # NumPy computes these in floating point for integer inputs; so do we (in double)
             if fn == "rsqrt":
                 return f"(({rt})(1.0 / sqrt((double){x})))"

@@ -5,13 +5,21 @@ in each step every expression is either *invariant* in ``v`` (emitted as scalar 
 where a vector is needed) or a vector of ``L`` lanes. Loads and stores must be contiguous
 in ``v`` (flat-offset coefficient 1). Anything else raises :class:`NoVec` and the caller
 falls back to a scalar loop.
+
+Math functions (exp, erf, tanh, sqrt, pow, ...; sigmoid and rsqrt through exp and sqrt) are
+vectorized only where the target declares a vector version for the dtype and lane count (its
+``[[intrinsics]]`` whose op is a math.h function, see :mod:`tessera.targets.target`): the step
+calls it on whole vectors, and :func:`math_declarations` gives the includes/prototypes to emit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from tessera.codegen.c_types import FLOATS, WIDTH, c_type, mask_dtype, vec_type, vector_ok
+from tessera.codegen.c_expr import LIBM
+from tessera.codegen.c_types import FLOATS, IDENT, WIDTH, c_type, mask_dtype, vec_type, vector_ok
 from tessera.loop.expr import (
     BinOp,
     Call,
@@ -22,12 +30,18 @@ from tessera.loop.expr import (
     Select,
     Var,
     bounds,
+    const,
     free_vars,
     loads_in,
     simplify,
     substitute,
 )
 from tessera.loop.ir import Buffer, Store
+
+if TYPE_CHECKING:
+    from tessera.targets.target import Intrinsic
+
+MathKey = tuple[str, str, int]  # (math.h function, dtype, lanes)
 
 
 class NoVec(Exception):
@@ -83,6 +97,29 @@ def linear_coeff(e: Expr, v: str) -> int | None:
     return None
 
 
+def vector_math_table(intrinsics: Iterable[Intrinsic]) -> dict[MathKey, Intrinsic]:
+    """The intrinsics among ``intrinsics`` that are vector versions of math.h functions on float
+    vectors, by (function, dtype, lanes); the first one wins where several are declared."""
+    table: dict[MathKey, Intrinsic] = {}
+    for i in intrinsics:
+        if i.op in LIBM and i.dtype in FLOATS and vector_ok(i.dtype, i.lanes):
+            if not IDENT.match(i.c_name):
+                raise ValueError(f"intrinsic {i.op} ({i.dtype} x {i.lanes}): c_name {i.c_name!r} is not a C identifier")
+            table.setdefault((i.op, i.dtype, i.lanes), i)
+    return table
+
+
+def math_declarations(used: dict[str, tuple[Intrinsic, int]]) -> list[str]:
+    """C lines making the vector math functions in ``used`` (c_name -> (intrinsic, arity)) callable:
+    their headers, and a prototype on GCC vector types for those without one (libmvec)."""
+    lines = [f"#include <{h}>" for h in sorted({i.header for i, _ in used.values() if i.header})]
+    for name, (i, arity) in sorted(used.items()):
+        if not i.header:
+            vt = vec_type(i.dtype, i.lanes)
+            lines.append(f"extern {vt} {name}({', '.join([vt] * arity)});")
+    return lines
+
+
 @dataclass
 class _VState:
     var: str
@@ -92,6 +129,7 @@ class _VState:
     lines: list[str] = field(default_factory=list)
     memo: dict[Expr, str] = field(default_factory=dict)
     branch: int = 0
+    calls: dict[str, tuple[Intrinsic, int]] = field(default_factory=dict)
 
 
 class VectorExprs:
@@ -99,6 +137,8 @@ class VectorExprs:
 
     ranges: dict[str, tuple[int, int]]
     promoted: dict[int, Promo]
+    vector_math: dict[MathKey, Intrinsic]
+    math_used: dict[str, tuple[Intrinsic, int]]
 
     def sexpr(self, e: Expr) -> str:
         raise NotImplementedError
@@ -123,6 +163,7 @@ class VectorExprs:
             value = self._vec(st.value)
             self._v.lines.append(f"{self._vref(st.buffer, flat, store=True)} = {value};")
             self._v.memo.clear()  # later loads must see this store
+        self.math_used.update(self._v.calls)
         return self._v.lines
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -218,14 +259,43 @@ class VectorExprs:
                 raise NoVec("float to unsigned casts are not vectorized")
             a = self._vec(e.value)
             return self._emit(vt, f"__builtin_convertvector({a}, {vt})", e)
-        if isinstance(e, Call) and e.fn == "neg" and e.dtype != "bool":
+        if isinstance(e, Call):
+            return self._vcall(e, vt)
+        raise NoVec(f"{type(e).__name__} {getattr(e, 'op', '')} is not vectorized")
+
+    def _vcall(self, e: Call, vt: str) -> str:
+        fn, st = e.fn, self._v
+        if fn == "neg" and e.dtype != "bool":
             return self._emit(vt, f"-{self._vec(e.args[0])}", e)
-        if isinstance(e, Call) and e.fn == "abs" and e.dtype in FLOATS:
+        if e.dtype not in FLOATS or any(a.dtype != e.dtype for a in e.args):
+            raise NoVec(f"{fn} on {e.dtype} is not vectorized")
+        if fn == "abs":
             a = self._vec(e.args[0])
             mt = self._vt("bool")
             mask = "0x7fffffff" if e.dtype == "f32" else "INT64_C(0x7fffffffffffffff)"
             return self._emit(vt, f"({vt})(({mt}){a} & ({mt}){{{', '.join([mask] * st.lanes)}}})", e)
-        raise NoVec(f"{type(e).__name__} {getattr(e, 'op', getattr(e, 'fn', ''))} is not vectorized")
+        if fn in LIBM:
+            f = self._math_fn(fn, e.dtype, len(e.args))
+            return self._emit(vt, f"{f}({', '.join(self._vec(a) for a in e.args)})", e)
+        # composites, computed as the scalar code computes them (c_expr.ScalarExprs._call)
+        if fn == "sigmoid":
+            f = self._math_fn("exp", e.dtype, 1)
+            one, x = self._vec(const(1, e.dtype)), self._vec(e.args[0])
+            return self._emit(vt, f"{one} / ({one} + {f}(-{x}))", e)
+        if fn == "rsqrt":
+            f = self._math_fn("sqrt", e.dtype, 1)
+            one, x = self._vec(const(1, e.dtype)), self._vec(e.args[0])
+            return self._emit(vt, f"{one} / {f}({x})", e)
+        raise NoVec(f"{fn} on {e.dtype} is not vectorized")
+
+    def _math_fn(self, fn: str, dtype: str, arity: int) -> str:
+        """C name of the target's vector ``fn`` for the current lanes of ``dtype`` (NoVec if none)."""
+        st = self._v
+        intr = self.vector_math.get((fn, dtype, st.lanes))
+        if intr is None:
+            raise NoVec(f"the target declares no vector {fn} for {st.lanes} x {dtype}")
+        st.calls[intr.c_name] = (intr, arity)
+        return intr.c_name
 
     def _blend(self, vt: str, m: str, a: str, b: str, key: Expr) -> str:
         mt = self._vt("bool")
@@ -245,6 +315,8 @@ class VectorExprs:
             sym = "/"
         if sym is not None:
             return self._emit(vt, f"{a} {sym} {b}", e)
+        if op == "pow" and e.dtype in FLOATS and e.b.dtype == e.dtype:
+            return self._emit(vt, f"{self._math_fn('pow', e.dtype, 2)}({a}, {b})", e)
         if op in ("min", "max"):
             mt = self._vt("bool")
             cmp = "<" if op == "min" else ">"

@@ -20,12 +20,20 @@ Schema (keys marked ``?`` are optional; every other key is required; unknown key
                               runner? [str] (emulator command prefix for foreign-arch executables),
                               runner_packages? [str]
     [vector_types]?           dtype -> C vector type name
-    [[intrinsics]]?           op, c_name, header, dtype, lanes, semantics
+    [[intrinsics]]?           op, c_name, header?, dtype, lanes, semantics
+
+An intrinsic whose ``op`` is a math.h function of the loop IR (exp, log, erf, tanh, sqrt, pow, ...)
+is a vector version of it the C code generator may call on ``lanes`` x ``dtype`` vectors
+(:mod:`tessera.codegen.c_vector`). With a ``header`` it is taken from that header (e.g.
+``_mm512_sqrt_ps``); without one it is an external function the code generator declares itself,
+``V c_name(V[, V])`` with V the GCC vector type, and ``compiler.ldflags`` link its library (glibc's
+libmvec names such as ``_ZGVeN16v_expf``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,7 +79,7 @@ class CompilerSpec:
 
 @dataclass(frozen=True)
 class Intrinsic:
-    """One SIMD intrinsic the code generator may emit."""
+    """One SIMD intrinsic the code generator may emit (``header`` "": declared by the code generator)."""
 
     op: str
     c_name: str
@@ -128,7 +136,7 @@ class CpuTarget(ContentHashed):
     @property
     def headers(self) -> tuple[str, ...]:
         """Headers needed by the intrinsics, sorted, without duplicates."""
-        return tuple(sorted({i.header for i in self.intrinsics}))
+        return tuple(sorted({i.header for i in self.intrinsics if i.header}))
 
     def effective_cores(self) -> int:
         """``cores``, or the CPUs this process may run on when the description says 0."""
@@ -218,7 +226,9 @@ def _pow2(n: int) -> bool:
 _TOP_REQUIRED = {"name", "description", "arch", "isa", "vector_bits", "vector_registers", "cores",
                  "frequency_ghz", "fma_units", "lanes", "caches", "compiler"}
 _TOP_OPTIONAL = {"gcc_vector_extensions", "vector_types", "intrinsics"}
-_INTRINSIC_KEYS = {"op", "c_name", "header", "dtype", "lanes", "semantics"}
+_INTRINSIC_KEYS = {"op", "c_name", "dtype", "lanes", "semantics"}
+_C_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
 
 
 def parse_target(data: dict[str, Any], source: str) -> CpuTarget:
@@ -263,14 +273,19 @@ def parse_target(data: dict[str, Any], source: str) -> CpuTarget:
     raw = c.typed(data.get("intrinsics", []), "intrinsics", list, "an array of tables")
     for i, entry in enumerate(raw):
         key = f"intrinsics[{i}]"
-        c.table(entry, key, _INTRINSIC_KEYS, set())
+        c.table(entry, key, _INTRINSIC_KEYS, {"header"})
         dt = c.dtype(entry["dtype"], f"{key}.dtype")
         n = c.integer(entry["lanes"], f"{key}.lanes", 1)
         if n * DTYPE_BITS[dt] > vbits:
             raise c.fail(f"{key}.lanes", f"{n} x {dt} is wider than vector_bits {vbits}")
-        intrinsics.append(Intrinsic(op=c.string(entry["op"], f"{key}.op"),
-                                    c_name=c.string(entry["c_name"], f"{key}.c_name"),
-                                    header=c.string(entry["header"], f"{key}.header"), dtype=dt, lanes=n,
+        c_name = c.string(entry["c_name"], f"{key}.c_name")
+        if not _C_IDENT.match(c_name):
+            raise c.fail(f"{key}.c_name", f"must be a C identifier, got {c_name!r}")
+        header = c.string(entry.get("header", ""), f"{key}.header", allow_empty=True)
+        if header and not _HEADER.match(header):
+            raise c.fail(f"{key}.header", f"must be a header file name like immintrin.h, got {header!r}")
+        intrinsics.append(Intrinsic(op=c.string(entry["op"], f"{key}.op"), c_name=c_name, header=header,
+                                    dtype=dt, lanes=n,
                                     semantics=c.string(entry["semantics"], f"{key}.semantics")))
 
     return CpuTarget(
