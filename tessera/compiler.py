@@ -116,16 +116,13 @@ def compile_graph(
     or :class:`~tessera.tune.TuningDB`) whose best records replace default schedules; None = the
     default database when it exists; False = default schedules only."""
     from tessera.codegen.c import render_kernel, render_module
-    from tessera.graph.passes import optimize as run_passes
     from tessera.runtime.memory_plan import BufferLife, plan_memory
     from tessera.runtime.program import CompileInfo, Manifest, MemoryStats, TargetInfo, TensorSpec, WeightSpec
     from tessera.targets.toolchain import build_shared_library
 
     t0 = time.perf_counter()
     tgt = resolve_target(target)
-    g = _static(g, input_shapes)
-    if optimize:
-        g = run_passes(g)
+    g = _prepare(g, input_shapes, optimize)
     for v in g.inputs + g.outputs:
         if not g.types[v].is_static:
             raise CompileError(f"value {v!r} has a data-dependent shape {g.types[v]}; cannot compile statically")
@@ -310,7 +307,16 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     if npu_options:
         raise CompileError(f"unexpected option(s) {', '.join(npu_options)} for CPU target {target!r}")
     tgt = resolve_target(target)
-    comp = compile_graph(g, tgt, shapes, optimize, profile=profile, tuning=tuning)
+    try:
+        comp = compile_graph(g, tgt, shapes, optimize, profile=profile, tuning=tuning)
+    except CompileError:
+        if not is_native(tgt):
+            raise
+        seg = _compile_with_host_fallback(_prepare(g, shapes, optimize), tgt, num_threads, profile, tuning)
+        if seg is None:
+            raise
+        seg.compile_seconds = time.perf_counter() - t0
+        return seg
     if not is_native(tgt):
         raise CompileError(
             f"built {comp.library} for {tgt.name}, which this machine cannot run; "
@@ -320,6 +326,37 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     cm.compile_seconds = time.perf_counter() - t0  # type: ignore[attr-defined]
     cm.compilation = comp  # type: ignore[attr-defined]
     return cm
+
+
+def _prepare(g: Graph, input_shapes: Mapping[str, Any] | None, optimize: bool) -> Graph:
+    """What compile_graph does before partitioning: static shapes, then the graph passes."""
+    from tessera.graph.passes import optimize as run_passes
+
+    g = _static(g, input_shapes)
+    return run_passes(g) if optimize else g
+
+
+def _compile_with_host_fallback(g: Graph, tgt: CpuTarget, num_threads: int | None, profile: bool,
+                                tuning: Any) -> Any:
+    """A :class:`~tessera.segmented.SegmentedModel` for the prepared graph ``g`` whose plain compile
+    failed: operators the compiler cannot handle run on the host between compiled segments. None
+    if no operator needs the host (the compile error stands)."""
+    from tessera.runtime.compiled_model import CompiledModel
+    from tessera.segmented import compile_segmented
+
+    def compile_segment(sub: Graph) -> Any:  # sub: static input shapes
+        try:
+            comp = compile_graph(sub, tgt, None, True, profile=profile, tuning=tuning)
+        except CompileError:
+            seg = _compile_with_host_fallback(_prepare(sub, None, True), tgt, num_threads, profile, tuning)
+            if seg is None:
+                raise
+            return seg
+        cm = CompiledModel(comp.library, comp.manifest, comp.weights, copy_weights=False, num_threads=num_threads)
+        cm.compilation = comp  # type: ignore[attr-defined]
+        return cm
+
+    return compile_segmented(g, compile_segment, stacklevel=4)
 
 
 def _compile_npu(model: Any, g: Graph, shapes: Any, target: Any, optimize: bool, options: dict[str, Any]) -> Any:

@@ -6,9 +6,11 @@
 - ``mode="reference"`` (default): the registry's NumPy reference implementations;
 - ``mode="compiled"``: the CPU compiler (``tessera.compiler.compile``, target "host"). The
   backend interface gives no input shapes, so the graph is compiled on the first ``run`` for
-  the shapes of the actual inputs, and once per distinct shape signature after that. A model
-  the compiler cannot handle raises its ``CompileError``: there is no fallback to the
-  reference executor.
+  the shapes of the actual inputs, and once per distinct shape signature after that.
+  Operators the compiler cannot compile statically (data-dependent output shapes such as
+  NonZero, Dropout in training mode) run on the host between compiled segments
+  (:mod:`tessera.segmented`, with a warning naming them); any other compile failure raises
+  its ``CompileError``: there is no fallback to the reference executor for the whole model.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def value_inputs(graph: Graph) -> frozenset[str]:
     needs: those an operand that a compute definition takes as a compile-time constant
     (``ComputeDef.const_inputs``: Reshape's shape, Resize's scales, OneHot's depth, Range's
     bounds...) is computed from. Data inputs never are: an operator whose output size depends
-    on its data (NonZero...) stays uncompilable rather than being evaluated at compile time."""
+    on its data (NonZero...) runs on the host rather than being evaluated at compile time."""
     from tessera.loop.compute import get_compute
 
     producer = {o: n for n in graph.nodes for o in n.outputs if o}

@@ -9,9 +9,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tessera.errors import GraphError
-from tessera.graph.ir import Graph
+from tessera.graph.ir import Graph, Node
 from tessera.graph.registry import get_op, normalize_attrs
 from tessera.graph.signature import bind_inputs
+from tessera.graph.tensor_type import TensorType
 
 
 def run_reference(
@@ -27,28 +28,37 @@ def run_reference(
             remaining[i] = remaining.get(i, 0) + 1
     keep = set(g.outputs)
     for node in g.nodes:
-        op = get_op(node.op)
-        attrs = normalize_attrs(op, node)
-        args = [env[i] if i else None for i in node.inputs]
-        try:
-            outs = op.reference(args, attrs, len(node.outputs))
-        except Exception as e:
-            raise GraphError(f"reference {node.op} node {node.name!r} failed: {type(e).__name__}: {e}") from e
-        for name, v in zip(node.outputs, outs, strict=False):
-            if not name:
-                continue
-            v = np.asarray(v)
-            if check_types and name in g.types:
-                t = g.types[name]
-                if v.dtype != t.dtype.np or v.ndim != t.rank:
-                    raise GraphError(
-                        f"reference {node.op} node {node.name!r} produced {v.dtype}{list(v.shape)} "
-                        f"for {name!r} typed {t}"
-                    )
-            env[name] = v
+        env.update(run_node(node, [env[i] if i else None for i in node.inputs], g.types if check_types else None))
         for i in node.inputs:  # free intermediates as soon as they are dead
             if i:
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in keep and i not in g.constants:
                     env.pop(i, None)
     return {o: env[o] for o in g.outputs}
+
+
+def run_node(
+    node: Node, args: Sequence[np.ndarray | None], types: Mapping[str, TensorType] | None = None
+) -> dict[str, np.ndarray]:
+    """Run one node with its registry reference implementation (``args``: its input values, None
+    for absent optional inputs); returns its outputs by name. With ``types``, each output must
+    have its declared dtype and rank."""
+    op = get_op(node.op)
+    attrs = normalize_attrs(op, node)
+    try:
+        outs = op.reference(list(args), attrs, len(node.outputs))
+    except Exception as e:
+        raise GraphError(f"reference {node.op} node {node.name!r} failed: {type(e).__name__}: {e}") from e
+    result: dict[str, np.ndarray] = {}
+    for name, v in zip(node.outputs, outs, strict=False):
+        if not name:
+            continue
+        v = np.asarray(v)
+        if types is not None and name in types:
+            t = types[name]
+            if v.dtype != t.dtype.np or v.ndim != t.rank:
+                raise GraphError(
+                    f"reference {node.op} node {node.name!r} produced {v.dtype}{list(v.shape)} for {name!r} typed {t}"
+                )
+        result[name] = v
+    return result

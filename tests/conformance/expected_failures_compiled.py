@@ -2,9 +2,11 @@
 
 The compiled mode imports the model as the reference mode does, then compiles it with
 ``tessera.compiler.compile`` for the shapes of the test inputs; there is no fallback to the
-reference executor, so anything the compiler rejects fails. ``expected_failures.py`` applies
-to both modes; this list adds the compiler's own limits, each group with its reason. Like
-that list it is strict: a listed case that passes fails the run.
+reference executor for the whole model, only per operator (``tessera.segmented``: operators the
+compiler cannot compile statically run on the host between compiled segments), so anything else
+the compiler rejects fails. ``expected_failures.py`` applies to both modes; this list adds the
+compiler's own limits, each group with its reason. Like that list it is strict: a listed case
+that passes fails the run.
 
 Each listed case must fail by raising ``CompileError`` (``RAISES`` names the exceptions of
 groups that fail otherwise): a listed case that compiles but computes a wrong result, or fails
@@ -18,21 +20,9 @@ from tessera.errors import CompileError
 
 # reason -> case ids (node test names; model tests as "<kind>/<name>")
 CASES: dict[str, tuple[str, ...]] = {
-    # Output shapes that depend on input *values* (NonZero, Unique, Compress): the compiler needs static
-    # shapes, and compiled models have no host fallback to run such operators between kernels.
-    "data-dependent output shape (NonZero, Unique, Compress)": (
-        "test_compress_0", "test_compress_1", "test_compress_bfloat16", "test_compress_default_axis",
-        "test_compress_negative_axis", "test_nonzero_example", "test_unique_bfloat16_sorted_without_axis",
-        "test_unique_not_sorted_without_axis", "test_unique_sorted_with_axis",
-        "test_unique_sorted_with_axis_3d", "test_unique_sorted_with_negative_axis",
-        "test_unique_sorted_without_axis", "test_unique_length_1",
-    ),
-    # Dropout with training_mode=1 and ratio > 0 draws a random mask (from the seed attribute, as the
-    # reference does): the compute definition covers inference and ratio 0 only.
-    "no compute definition: Dropout in training mode (random mask)": (
-        "test_training_dropout", "test_training_dropout_default", "test_training_dropout_default_mask",
-        "test_training_dropout_mask",
-    ),
+    # Empty: operators the compiler cannot compile statically (data-dependent output shapes such as
+    # NonZero/Unique/Compress, Dropout in training mode) run on the host between compiled segments
+    # (tessera.segmented).
 }
 
 # reason -> the exception its cases raise, where it is not CompileError

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from tessera.errors import CompileError, InputCountError, InputShapeError, UnsupportedOperatorError
+from tessera.errors import InputCountError, InputShapeError, UnsupportedOperatorError
 from tessera.onnx_backend import MODES, CompiledExecutor, TesseraBackend, TesseraRep
+from tessera.segmented import HostFallbackWarning, SegmentedModel
 
 
 def _gemm_model():
@@ -96,15 +97,26 @@ def test_compiled_mode_specializes_small_int_inputs_on_values() -> None:
     assert len(rep.executor.models) == 2
 
 
-def test_compiled_mode_has_no_reference_fallback() -> None:
-    # NonZero's output shape depends on the input values: the reference executor runs it,
-    # the compiled mode must report the compiler's error rather than fall back.
-    node = helper.make_node("NonZero", ["x"], ["y"])
-    x = np.array([[1.0, 0.0], [0.0, 3.0]], np.float32)
-    (ref,) = TesseraBackend.run_node(node, [x])
-    np.testing.assert_array_equal(ref, np.array(np.nonzero(x)))
-    with pytest.raises(CompileError, match="data-dependent shape"):
-        TesseraBackend.run_node(node, [x], mode="compiled")
+def test_compiled_mode_runs_data_dependent_ops_on_the_host() -> None:
+    # NonZero's output shape depends on the input values: the compiled mode runs it on the host
+    # (its reference implementation) between compiled segments, and compiles the Transpose after it
+    # for each count of non-zeros seen.
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("NonZero", ["r"], ["i"], name="nz"),
+             helper.make_node("Transpose", ["i"], ["y"], perm=[1, 0])]
+    graph = helper.make_graph(nodes, "nonzero_t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rep = TesseraBackend.prepare(model, "CPU", mode="compiled")
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2)]
+    xs[1][0] = 1.0  # a different number of positive entries
+    with pytest.warns(HostFallbackWarning, match="NonZero 'nz' \\(data-dependent output shape\\)"):
+        for x in [*xs, xs[0]]:
+            (out,) = rep.run([x])
+            np.testing.assert_array_equal(out, np.array(np.nonzero(np.maximum(x, 0))).T)
+    (compiled,) = [m for m, _ in rep.executor.models.values()]
+    assert isinstance(compiled, SegmentedModel) and compiled.step_kinds == ["compiled", "host", "lazy"]
+    assert len(compiled.compiled_models()) == 3  # Relu, then Transpose for two shapes
 
 
 def test_compiled_mode_specializes_operands_compute_definitions_need() -> None:
