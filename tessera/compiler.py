@@ -203,7 +203,7 @@ def compile_graph(
     rendered = []
     for ck in kernels:
         try:
-            rendered.append(render_kernel(ck.kernel, lanes))
+            rendered.append(render_kernel(ck.kernel, lanes, tgt.intrinsics))
         except NotImplementedError as e:
             ops = ", ".join(f"{n.op} {n.name!r}" for n in ck.group.nodes)
             raise CompileError(f"kernel {ck.kernel.name} ({ops}): {e}") from e

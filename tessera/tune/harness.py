@@ -94,7 +94,7 @@ def render_kernel_source(gc: GroupCompute, schedules: dict[str, list[Step]], dat
     kernel = KernelBuilder(KERNEL_NAME, gc.inputs, gc.outputs, consts).build(gc.stages, schedules)
     lanes = {dt: target.lanes(dt) for dt in ("f32", "f64", "i32", "i64", "i8", "u8")}
     call = f"{KERNEL_NAME}({', '.join(f'a[{k}]' for k in range(len(kernel.params)))})"
-    source = render_module([render_kernel(kernel, lanes)], _ENTRY.replace("CALL", call))
+    source = render_module([render_kernel(kernel, lanes, target.intrinsics)], _ENTRY.replace("CALL", call))
     args: list[ArgSpec] = []
     n_in, n_out = kernel.num_inputs, int(kernel.attrs["num_outputs"])  # type: ignore[call-overload]
     n_ws = int(kernel.attrs["workspace"])  # type: ignore[call-overload]

@@ -255,6 +255,21 @@ def test_gemm_gelu_epilogue_is_vectorized(target: CpuTarget) -> None:
     np.testing.assert_allclose(c, 0.5 * p * (1 + _erf(p * 0.70710678)), rtol=1e-5, atol=1e-5)
 
 
+def test_compiled_ffn_gelu_and_softmax_call_vector_math(target: CpuTarget) -> None:
+    from tests.compiler.helpers import GB, compile_and_check
+
+    b = GB("ffn_gelu")
+    x = b.input("x", (1, 16, 64))
+    h = b.op("Add", [b.op("MatMul", [x, b.randc("w", 64, 192, scale=0.2)]), b.randc("bias", 192)])
+    e = b.op("Erf", [b.op("Div", [h, b.const("sqrt2", np.float32(np.sqrt(2)))])])
+    y = b.op("Mul", [b.op("Mul", [h, b.op("Add", [e, b.const("one", np.float32(1))])]),
+                     b.const("half", np.float32(0.5))])
+    s = b.op("Softmax", [y], axis=-1)
+    comp = compile_and_check(b.done(y, s), target=target.name)  # rtol 1e-5 against the NumPy reference
+    for fn in ("erf", "exp"):
+        assert f"{target.intrinsic(fn, 'f32').c_name}(" in comp.source, fn
+
+
 @pytest.mark.parametrize(("old", "new", "key", "why"), [
     ('c_name = "_ZGVdN8v_expf"', 'c_name = "exp f"', "c_name", "must be a C identifier"),
     ('c_name = "_mm256_sqrt_ps"\nheader = "immintrin.h"', 'c_name = "_mm256_sqrt_ps"\nheader = "<x.h>"',
