@@ -292,9 +292,12 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
 ) -> Any:
     """Compile ``model`` (a Graph, an ``.onnx``/``.tsr`` path or a zoo name) for ``target``.
 
-    Returns a callable :class:`~tessera.runtime.CompiledModel` (NumPy in, list of NumPy out).
-    Symbolic dims need ``input_shapes`` (input name -> shape, or symbol -> size); zoo models
-    default to their example inputs' shapes. An NPU description as ``target`` (``npu-gen2``)
+    Returns a callable :class:`~tessera.runtime.CompiledModel` (NumPy in, list of NumPy out); if
+    some operators cannot be compiled statically (data-dependent output shapes, no compute
+    definition), a :class:`~tessera.segmented.SegmentedModel` that runs them on the host between
+    compiled segments (with a :class:`~tessera.segmented.HostFallbackWarning`). Symbolic dims
+    need ``input_shapes`` (input name -> shape, or symbol -> size); zoo models default to their
+    example inputs' shapes. An NPU description as ``target`` (``npu-gen2``)
     gives a :class:`~tessera.targets.npu_target.NpuCompiledModel`; ``npu_options`` (precision,
     calibration, ...) go to :func:`~tessera.targets.npu_target.compile_graph_npu`."""
     from tessera.runtime.compiled_model import CompiledModel

@@ -10,7 +10,9 @@ executor; everything between such operators is compiled. Like a graph break in
   need the outputs of host operators of level ``k - 1``, then the host operators of level ``k``;
 - a level's nodes whose shapes are all static form a segment compiled at compile time; the
   nodes whose shapes depend on a host operator's output *values* form a segment compiled on
-  first use for the concrete shapes seen, and again for each new shape signature (cached);
+  first use for the concrete shapes seen, and again for each new shape signature (cached; past
+  :data:`MAX_SHAPE_SIGNATURES` of them, like ``torch.compile``'s recompile limit, new
+  signatures run that segment with the reference executor);
 - :func:`tessera.compiler.compile` comes here only when the plain compile raises
   :class:`~tessera.errors.CompileError`: a model without host operators compiles as before.
 
@@ -32,7 +34,7 @@ import numpy as np
 
 from tessera.errors import CompileError, TesseraError
 from tessera.graph.ir import Graph, Node
-from tessera.graph.reference import run_node
+from tessera.graph.reference import run_node, run_reference
 from tessera.graph.specialize import specialize
 from tessera.loop.compute import get_compute
 from tessera.loop.fusion import build_compute
@@ -42,6 +44,7 @@ from tessera.runtime.program import TensorSpec
 log = logging.getLogger("tessera.compiler")
 
 DATA_DEPENDENT = "data-dependent output shape"
+MAX_SHAPE_SIGNATURES = 8  # compiled variants kept per lazily compiled segment
 
 # Compiles a graph with static input shapes into a callable model (a CompiledModel, or a
 # SegmentedModel when the graph has host operators of its own).
@@ -158,12 +161,15 @@ class _CompiledStep:
 
 
 class _LazyStep:
-    """A segment whose shapes depend on host outputs: compiled per input-shape signature."""
+    """A segment whose shapes depend on host outputs: compiled per input-shape signature. Past
+    :data:`MAX_SHAPE_SIGNATURES` signatures (data that changes sizes on every call would compile on
+    every call), new signatures run the segment with the reference executor, with one warning."""
 
     def __init__(self, graph: Graph, compile_fn: CompileFn) -> None:
         self.graph = graph
         self._compile = compile_fn
         self.models: dict[tuple[tuple[int, ...], ...], Any] = {}  # shape signature -> compiled model
+        self.host_runs = 0  # calls run with the reference executor (signature limit reached)
         self._lock = threading.Lock()
 
     def run(self, env: dict[str, np.ndarray]) -> None:
@@ -172,12 +178,22 @@ class _LazyStep:
         if model is None:
             with self._lock:
                 model = self.models.get(key)
-                if model is None:
+                if model is None and len(self.models) < MAX_SHAPE_SIGNATURES:
                     shapes = dict(zip(self.graph.inputs, key, strict=True))
                     log.info("compiling segment %s for shapes %s", self.graph.name, shapes)
                     model = self._compile(specialize(self.graph, shapes))
                     self.models[key] = model
-        env.update(model.run_dict({n: env[n] for n in model.input_names}))
+                elif model is None:
+                    self.host_runs += 1
+                    if self.host_runs == 1:
+                        warnings.warn(f"tessera: segment {self.graph.name!r} was compiled for {len(self.models)} "
+                                      "shape signatures (MAX_SHAPE_SIGNATURES); new ones run on the host with "
+                                      "the reference executor", HostFallbackWarning, stacklevel=3)
+        if model is None:
+            outs = run_reference(self.graph, {n: env[n] for n in self.graph.inputs})
+            env.update((n, np.array(a)) for n, a in outs.items())  # fresh arrays, like compiled code
+        else:
+            env.update(model.run_dict({n: env[n] for n in model.input_names}))
 
 
 class _HostStep:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tessera
+from tessera import segmented
 from tessera.errors import CompileError, InputShapeError, TesseraError
 from tessera.graph.ir import Graph
 from tessera.graph.reference import run_reference
@@ -81,6 +82,20 @@ def test_nonzero_then_compiled_ops_recompile_per_data_dependent_shape() -> None:
     assert all(sig["x"] == (6, 5) for sig in signatures)
     assert len(model.compiled_models()) == 4
     assert len(msgs) == 1 and "NonZero 'nz' (data-dependent output shape)" in msgs[0]
+
+
+def test_past_the_signature_limit_a_lazy_segment_runs_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segmented, "MAX_SHAPE_SIGNATURES", 2)
+    g = _masked_values()
+    model, _ = _compile(g)
+    lazy = model.steps[2]  # type: ignore[attr-defined]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for positives in (3, 4, 5, 6, 3):
+            _check(model, g, _inputs(positives, seed=positives))
+    msgs = [str(w.message) for w in record if issubclass(w.category, HostFallbackWarning)]
+    assert len(msgs) == 1 and "compiled for 2 shape signatures" in msgs[0], msgs
+    assert len(lazy.models) == 2 and lazy.host_runs == 2
 
 
 def test_model_without_host_ops_compiles_as_before() -> None:
