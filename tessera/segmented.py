@@ -226,10 +226,11 @@ class SegmentedModel:
     host_ops: list[HostOp]
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # read by host ops or outputs
     compile_seconds: float = 0.0
-    _drop: list[list[str]] = field(default_factory=list)  # values dead after each step
-    _fresh: set[str] = field(default_factory=set)  # values compiled code writes into new arrays
+    _drop: list[list[str]] = field(init=False, repr=False)  # values dead after each step
+    _fresh: set[str] = field(init=False, repr=False)  # values compiled code writes into new arrays
 
     def __post_init__(self) -> None:
+        self._fresh = set()
         last: dict[str, int] = {}
         for k, step in enumerate(self.steps):
             if isinstance(step, _HostStep):
