@@ -288,6 +288,7 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     optimize: bool = True,
     profile: bool = False,
     tuning: Any = None,
+    host_fallback: bool = True,
     **npu_options: Any,
 ) -> Any:
     """Compile ``model`` (a Graph, an ``.onnx``/``.tsr`` path or a zoo name) for ``target``.
@@ -295,7 +296,8 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     Returns a callable :class:`~tessera.runtime.CompiledModel` (NumPy in, list of NumPy out); if
     some operators cannot be compiled statically (data-dependent output shapes, no compute
     definition), a :class:`~tessera.segmented.SegmentedModel` that runs them on the host between
-    compiled segments (with a :class:`~tessera.segmented.HostFallbackWarning`). Symbolic dims
+    compiled segments (with a :class:`~tessera.segmented.HostFallbackWarning`);
+    ``host_fallback=False`` raises the :class:`CompileError` instead. Symbolic dims
     need ``input_shapes`` (input name -> shape, or symbol -> size); zoo models default to their
     example inputs' shapes. An NPU description as ``target`` (``npu-gen2``)
     gives a :class:`~tessera.targets.npu_target.NpuCompiledModel`; ``npu_options`` (precision,
@@ -313,7 +315,7 @@ def compile(  # noqa: A001  (the public name users expect: tessera.compile)
     try:
         comp = compile_graph(g, tgt, shapes, optimize, profile=profile, tuning=tuning)
     except CompileError:
-        if not is_native(tgt):
+        if not host_fallback or not is_native(tgt):
             raise
         seg = _compile_with_host_fallback(_prepare(g, shapes, optimize), tgt, num_threads, profile, tuning)
         if seg is None:

@@ -174,6 +174,11 @@ def test_saving_raises_and_writes_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_host_fallback_off_keeps_the_compile_error() -> None:
+    with pytest.raises(CompileError, match="data-dependent shape"):
+        tessera.compile(_masked_values(), host_fallback=False)
+
+
 def test_foreign_target_keeps_the_compile_error() -> None:
     # a host fallback needs to run the compiled segments in this process
     with pytest.raises(CompileError, match="Dropout node 'drop'"):
