@@ -519,6 +519,8 @@ def _tiled_space(stage: Stage, target: TargetInfo) -> dict[str, list[Any]]:
     for k in sorted({k for p in plans for k in p.v_dependent}):
         space[f"pack{k}"] = [False, True]
     space["order"] = ["panel_outer", "rows_outer"]
+    if len(plan.reduce) > 1:
+        space["reduce_order"] = ["as_is", "first_inner"]
     space["kc"] = _kc_candidates(stage, target)
     space["parallel_depth"] = list(range(len(plan.spatial) + 1))
     return space
@@ -561,6 +563,8 @@ def _tiled_defaults(stage: Stage, target: TargetInfo, constants: frozenset[Any])
         knobs[f"pack{k}"] = (k in plan.non_contig or padded != plan.v_extent
                              or _is_constant(plan.factors[k], constants) or rows >= PACK_MIN_REUSE * tile.mr)
     knobs["order"] = "panel_outer"
+    if len(plan.reduce) > 1:
+        knobs["reduce_order"] = "as_is"
     knobs["kc"] = 0
     knobs["parallel_depth"] = len(stage.tensor.shape)
     return knobs
@@ -611,6 +615,10 @@ def _tiled_reduction(stage: Stage, target: TargetInfo, constants: frozenset[Any]
         n.do("split", r0, kc)
         reduce = [f"{r0}_i", *reduce[1:]]
         k_block = [f"{r0}_o"]
+    if knobs.get("reduce_order") == "first_inner":
+        # e.g. a convolution's input channels innermost: the window's bounds checks (padding)
+        # then depend only on outer loops, and the compiler hoists them
+        reduce = [*reduce[1:], reduce[0]]
     depth = int(knobs["parallel_depth"])
     if k_block:
         depth = min(depth, len(outer) - 1)
