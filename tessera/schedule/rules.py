@@ -174,9 +174,27 @@ def check_replay(stage: Stage, steps: list[Step]) -> LoopNest:
     return replay(stage_nest(stage), steps)
 
 
+_SPACES: dict[tuple[int, int, frozenset[Any]], tuple[Stage, TargetInfo, dict[str, list[Any]], Knobs]] = {}
+
+
+def _space_and_defaults(stage: Stage, target: TargetInfo,
+                        constants: frozenset[Any]) -> tuple[dict[str, list[Any]], Knobs]:
+    """``knob_space`` and ``default_knobs`` of a stage, memoized: a search replays many points of
+    one stage, and deriving the space dominates the cost of each."""
+    key = (id(stage), id(target), constants)
+    hit = _SPACES.get(key)
+    if hit is not None and hit[0] is stage and hit[1] is target:
+        return hit[2], hit[3]
+    if len(_SPACES) > 512:
+        _SPACES.clear()
+    space, defaults = knob_space(stage, target, constants), default_knobs(stage, target, constants)
+    _SPACES[key] = (stage, target, space, defaults)
+    return space, defaults
+
+
 def _checked(stage: Stage, target: TargetInfo, constants: frozenset[Any], knobs: Knobs) -> Knobs:
-    space = knob_space(stage, target, constants)
-    full = default_knobs(stage, target, constants)
+    space, defaults = _space_and_defaults(stage, target, constants)
+    full = dict(defaults)
     for k, v in knobs.items():
         if k not in space:
             raise ValueError(f"stage {stage.name}: unknown knob {k!r} (knobs: {sorted(space)})")

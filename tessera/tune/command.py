@@ -67,7 +67,7 @@ def run_tune(g: Any, shapes: Mapping[str, Any] | None, target_name: str, *, minu
             raise
         bar.update(job, completed=budget)
         tuned_at = time.perf_counter()
-        check = bar.add_task("re-timing", total=len(tasks), info="default vs best, side by side")
+        check = bar.add_task("verifying", total=len(tasks), info="default vs the fastest records, side by side")
         results = remeasure(tasks, target, db, seed=seed, measurer=measurer,
                             progress=lambda k, n: bar.update(check, completed=k))
     console.print(report_table(results, target, limit=25))

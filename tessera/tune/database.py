@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS records (
     config TEXT NOT NULL,          -- knob point (JSON), one dict per stage
     steps TEXT NOT NULL,           -- replayable step trace per stage, canonical loop names (JSON)
     status TEXT NOT NULL,          -- ok | wrong | crash | timeout | build_error | error
-    seconds REAL,                  -- median run time (status ok only)
+    seconds REAL,                  -- median run time (status ok only; the latest re-timing, if any)
     is_default INTEGER NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT '',
     flops INTEGER NOT NULL DEFAULT 0,
@@ -162,6 +162,28 @@ class TuningDB:
             f"SELECT {', '.join(_COLUMNS)} FROM records WHERE workload = ? AND target = ? AND status = 'ok' "
             "AND seconds IS NOT NULL ORDER BY seconds, id LIMIT 1", (workload, target)).fetchone()
         return _record(row) if row else None
+
+    def fastest(self, workload: str, target: str, k: int) -> list[tuple[int, Record]]:
+        """The ``k`` fastest correct records of (workload, target) with their row ids."""
+        rows = self._conn.execute(
+            f"SELECT id, {', '.join(_COLUMNS)} FROM records WHERE workload = ? AND target = ? AND status = 'ok' "
+            "AND seconds IS NOT NULL ORDER BY seconds, id LIMIT ?", (workload, target, k)).fetchall()
+        return [(int(r[0]), _record(r[1:])) for r in rows]
+
+    def default_id(self, workload: str, target: str) -> int | None:
+        """Row id of the measured default-schedule record of (workload, target), or None."""
+        row = self._conn.execute("SELECT id FROM records WHERE workload = ? AND target = ? AND is_default = 1 "
+                                 "AND status = 'ok' ORDER BY id LIMIT 1", (workload, target)).fetchone()
+        return int(row[0]) if row else None
+
+    def set_seconds(self, updates: dict[int, float]) -> None:
+        """Replace the run time of records (by row id) with a newer measurement, in one transaction."""
+        try:
+            with self._conn:
+                self._conn.executemany("UPDATE records SET seconds = ? WHERE id = ?",
+                                       [(float(t), int(i)) for i, t in updates.items()])
+        except sqlite3.DatabaseError as e:
+            raise TuningDBError(f"cannot write to tuning database {self.path}: {e}") from e
 
     def default_record(self, workload: str, target: str) -> Record | None:
         """The measured default-schedule record of (workload, target), or None."""

@@ -65,3 +65,41 @@ def test_points_missing_newer_knobs_take_defaults() -> None:
     assert s.candidate(old).config == default
     for _ in range(20):  # crossing an old point with a new one stays inside the space
         s.candidate(s.space.crossover(old, s.space.random(s.rng), s.rng))
+
+
+class _LuckyOnce(FakeMeasurer):
+    """Times from the fake hash, except that the default is always 1.0 ms and every other candidate
+    re-timed after tuning is slower than it (their first, stored times were luck)."""
+
+    def __init__(self, default_source: str) -> None:
+        super().__init__()
+        self.default_source = default_source
+        self.verifying = False
+
+    def run(self, built, reference):  # type: ignore[no-untyped-def]
+        res = super().run(built, reference)
+        if self._source[id(built)] == self.default_source:
+            return type(res)("ok", 1e-3)
+        return type(res)("ok", 2e-3 if self.verifying else 0.5e-3 * res.seconds / 1e-3)
+
+
+def test_verification_retimes_the_fastest_and_demotes_a_lucky_record(tmp_path: Path) -> None:
+    from tessera.tune.harness import task_data
+    from tessera.tune.search import TaskSearch
+    from tessera.tune.tuner import default_render, remeasure
+
+    task = extract_tasks(conv_relu())[0]
+    default = TaskSearch(task, TARGET, 0).default_candidate()
+    source, _ = default_render(task, default, task_data(task.gc, 0), TARGET)
+    fake = _LuckyOnce(source)
+    with TuningDB(tmp_path / "v.db") as db:
+        tune([task], TARGET, db, trials=6, seed=0, batch_size=3, measurer=fake)
+        lucky = db.best(task.key, TARGET.hash)
+        assert lucky is not None and not lucky.is_default and lucky.seconds < 1e-3
+        fake.verifying = True
+        (res,) = remeasure([task], TARGET, db, measurer=fake, top=2)
+        best = db.best(task.key, TARGET.hash)
+        assert best is not None and best.is_default and best.seconds == 1e-3  # what compile now uses
+        assert res.default_seconds == res.best_seconds == 1e-3
+        retimed = sorted(r.seconds for r in db.records(task.key, TARGET.hash) if r.seconds == 2e-3)
+        assert len(retimed) >= 2  # the fastest records carry their re-timed medians
