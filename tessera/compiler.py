@@ -392,9 +392,15 @@ def _load(model: Any, frontend: str, input_shapes: Mapping[str, Any] | None) -> 
 
 
 def kernel_profile(model: Any) -> list[tuple[str, float]]:
-    """Seconds spent per kernel since the last call, for a model compiled with ``profile=True``."""
+    """Seconds spent per kernel since the last call, for a model compiled with ``profile=True``
+    (for a :class:`~tessera.segmented.SegmentedModel`: each compiled segment's kernels so far,
+    named ``segment:kernel``)."""
     import ctypes
 
+    from tessera.segmented import SegmentedModel
+
+    if isinstance(model, SegmentedModel):
+        return [(f"{m.name}:{k}", t) for m in model.compiled_models() for k, t in kernel_profile(m)]
     comp: Compilation = model.compilation
     n = len(comp.kernels)
     buf = (ctypes.c_double * max(n, 1))()

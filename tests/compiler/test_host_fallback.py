@@ -13,6 +13,7 @@ import pytest
 
 import tessera
 from tessera import segmented
+from tessera.compiler import kernel_profile
 from tessera.errors import CompileError, InputShapeError, TesseraError
 from tessera.graph.ir import Graph
 from tessera.graph.reference import run_reference
@@ -98,6 +99,18 @@ def test_past_the_signature_limit_a_lazy_segment_runs_on_the_host(monkeypatch: p
     msgs = [str(w.message) for w in record if issubclass(w.category, HostFallbackWarning)]
     assert len(msgs) == 1 and "compiled for 2 shape signatures" in msgs[0], msgs
     assert len(lazy.models) == 2 and lazy.host_runs == 2
+
+
+def test_kernel_profile_covers_every_compiled_segment() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HostFallbackWarning)
+        model = tessera.compile(_masked_values(), profile=True)
+    for positives in (4, 9):
+        model(_inputs(positives))
+    prof = kernel_profile(model)
+    segments = [name.split(":")[0] for name, _ in prof]
+    assert segments.count("masked.seg0") >= 1 and segments.count("masked.seg2") >= 2, prof  # 2 shapes
+    assert all(t >= 0.0 for _, t in prof) and any(t > 0.0 for _, t in prof)
 
 
 def test_model_without_host_ops_compiles_as_before() -> None:
