@@ -315,10 +315,6 @@ class _Emitter(ScalarExprs, VectorExprs):
                 return self.c_loop(s, ind, "#pragma omp parallel for schedule(static)")
             finally:
                 self.in_parallel = False
-        if s.kind == "serial":
-            folded = self.fold_loop(s, ind)
-            if folded is not None:
-                return folded
         pragma = f"#pragma GCC unroll {min(s.extent, _FULL_UNROLL_EXTENT)}" if s.kind == "unrolled" else None
         return self.c_loop(s, ind, pragma)
 

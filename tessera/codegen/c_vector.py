@@ -10,17 +10,11 @@ Math functions (exp, erf, tanh, sqrt, pow, ...; sigmoid and rsqrt through exp an
 vectorized only where the target declares a vector version for the dtype and lane count (its
 ``[[intrinsics]]`` whose op is a math.h function, see :mod:`tessera.targets.target`): the step
 calls it on whole vectors, and :func:`math_declarations` gives the includes/prototypes to emit.
-
-A serial loop folding ``acc = acc op g(v)`` into one element, where ``g`` calls such a function
-(the sum of exponentials in a softmax), computes ``g`` a vector at a time and folds its lanes one by
-one in loop order (:meth:`VectorExprs.fold_loop`): the same operations in the same order as the
-scalar loop, so the result is unchanged, but the math functions run on vectors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,14 +36,12 @@ from tessera.loop.expr import (
     simplify,
     substitute,
 )
-from tessera.loop.ir import Buffer, For, Store
+from tessera.loop.ir import Buffer, Store
 
 if TYPE_CHECKING:
     from tessera.targets.target import Intrinsic
 
 MathKey = tuple[str, str, int]  # (math.h function, dtype, lanes)
-_FOLDS = ("add", "mul", "min", "max")
-_LANE = "tsr_lane"  # a pseudo-variable standing for one lane of the folded vector (never a loop-IR name)
 
 
 class NoVec(Exception):
@@ -145,19 +137,8 @@ class VectorExprs:
 
     ranges: dict[str, tuple[int, int]]
     promoted: dict[int, Promo]
-    lanes: dict[str, int]
     vector_math: dict[MathKey, Intrinsic]
     math_used: dict[str, tuple[Intrinsic, int]]
-
-    def bind(self, var: str, *, cvar: str | None = None, value: int | None = None,
-             rng: tuple[int, int] | None = None) -> AbstractContextManager[None]:
-        raise NotImplementedError
-
-    def prep_store(self, s: Store) -> Store:
-        raise NotImplementedError
-
-    def store_line(self, s: Store) -> str:
-        raise NotImplementedError
 
     def sexpr(self, e: Expr) -> str:
         raise NotImplementedError
@@ -184,48 +165,6 @@ class VectorExprs:
             self._v.memo.clear()  # later loads must see this store
         self.math_used.update(self._v.calls)
         return self._v.lines
-
-    def fold_loop(self, s: For, ind: int) -> list[str] | None:
-        """C lines for serial loop ``s`` if it folds ``acc = acc op g(v)`` (op add/mul/min/max, ``acc``
-        one element invariant in ``v``, ``g`` not reading it) and ``g`` calls a vector math function:
-        ``g`` a vector at a time, folded lane by lane in order. None where that does not apply."""
-        name, body = s.var.name, s.body
-        if not self.vector_math or not isinstance(body, Store):
-            return None
-        with self.bind(name, rng=(0, s.extent - 1)):
-            st = self.prep_store(body)
-            dt, v = st.buffer.dtype, st.value
-            lanes = self.lanes.get(dt, 1)
-            if (dt not in FLOATS or not vector_ok(dt, lanes) or s.extent % lanes or s.extent < 2 * lanes
-                    or not isinstance(v, BinOp) or v.op not in _FOLDS):
-                return None
-            flat = self.flat_index(st.buffer, st.indices)
-            if linear_coeff(flat, name) != 0:
-                return None
-            acc = next((x for x in (v.a, v.b) if isinstance(x, Load) and x.tensor is st.buffer
-                        and self.flat_index(x.tensor, x.indices) == flat), None)
-            g = v.b if acc is v.a else v.a
-            if acc is None or name not in free_vars(g) or any(ld.tensor is st.buffer for ld in loads_in(g)):
-                return None
-        cv = self.fresh("i")
-        try:
-            with self.bind(name, cvar=cv, rng=(0, s.extent - 1)):
-                self._v = _VState(name, Var(name), lanes, WIDTH[dt])
-                value = self._vec(g)
-        except (NoVec, NotPromotable):
-            return None
-        if not self._v.calls:
-            return None  # nothing gained over the scalar loop
-        self.math_used.update(self._v.calls)
-        lines = self._v.lines
-        lane = Var(_LANE, dt)
-        for k in range(lanes):
-            with self.bind(_LANE, cvar=f"{value}[{k}]"):
-                folded = BinOp(v.op, acc, lane, v.dtype) if acc is v.a else BinOp(v.op, lane, acc, v.dtype)
-                lines.append(self.store_line(Store(st.buffer, st.indices, folded)))
-        pad = "  " * ind
-        return [f"{pad}for (int64_t {cv} = 0; {cv} < {s.extent}; {cv} += {lanes}) {{",
-                *(f"{pad}  {x}" for x in lines), f"{pad}}}"]
 
     # ---- helpers -----------------------------------------------------------------------------
     def _vt(self, dtype: str) -> str:

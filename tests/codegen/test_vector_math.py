@@ -22,7 +22,7 @@ import pytest
 from tessera.codegen import render_kernel, render_module
 from tessera.codegen.c_vector import vector_math_table
 from tessera.loop.expr import BinOp, Call, Expr, Var, call, const
-from tessera.loop.ir import Allocate, Buffer, For, Kernel, Seq
+from tessera.loop.ir import Buffer, For, Kernel, Seq
 from tessera.loop.te_eval import np_dtype
 from tessera.targets import CpuTarget, TargetError, load_target
 from tessera.targets.host import is_native
@@ -293,63 +293,3 @@ def test_call_expressions_outside_the_table_are_unchanged() -> None:
                1)
     text = render_kernel(k, _lanes(t), t.intrinsics)
     assert "nearbyintf(" in text and "_ZGV" not in text
-
-
-def _fold_kernel(rows: int, cols: int, op: str, acc_first: bool, fn: str = "exp", with_map: bool = True) -> Kernel:
-    """out[r] = fold_j op(acc, fn(x[r, j] - 1)) in a serial loop; e[r, j] = fn(x[r, j] - 1) vectorized
-    (``with_map``; else e is not written)."""
-    x, e = Buffer("x", (rows, cols), "f32"), Buffer("e", (rows, cols), "f32")
-    out = Buffer("out", (rows,), "f32")
-    acc = Buffer("acc", (1,), "f32", "local")
-    r, j = Var("r"), Var("j")
-    g = call(fn, ld(x, r, j) - const(1.0, "f32"))
-    a = ld(acc, 0)
-    value = BinOp(op, a, g, "f32") if acc_first else BinOp(op, g, a, "f32")
-    init = {"add": 0.0, "mul": 1.0, "max": -np.inf, "min": np.inf}[op]
-    body = For(r, rows, "parallel", Allocate(acc, Seq([
-        st(acc, (0,), const(init, "f32")),
-        For(j, cols, "serial", st(acc, (0,), value)),
-        st(out, (r,), ld(acc, 0)),
-        *([For(j, cols, "vectorized", st(e, (r, j), g))] if with_map else []),
-    ])))
-    return Kernel(f"fold_{op}", [x, out, e], body, 1)
-
-
-@pytest.mark.parametrize(("op", "acc_first"), [("add", True), ("add", False), ("mul", True), ("max", False)])
-def test_serial_fold_over_a_math_function_keeps_the_order(target: CpuTarget, op: str, acc_first: bool) -> None:
-    lanes = target.lanes("f32")
-    rows, cols = 3, 4 * lanes
-    k = _fold_kernel(rows, cols, op, acc_first)
-    text, run = _build(k, target)
-    exp = target.intrinsic("exp", "f32").c_name
-    body = _kernel_text(text)
-    assert body.count(f"{exp}(") == 2 and not re.search(r"\bexpf\(", body)  # the fold's exp is a vector call too
-    assert f"[{lanes - 1}]" in body  # folded lane by lane
-    x = RNG.uniform(0, 2, (rows, cols)).astype(np.float32)
-    if op == "mul":
-        x = RNG.uniform(0.9, 1.1, (rows, cols)).astype(np.float32)
-    out, e = np.zeros(rows, np.float32), np.zeros((rows, cols), np.float32)
-    run([x, out, e])
-    np.testing.assert_allclose(e, np.exp(x.astype(np.float64) - 1), rtol=1e-6)
-    fold = {"add": np.add, "mul": np.multiply, "max": np.maximum}[op]
-    for r in range(rows):  # the same float32 operations in loop order: bit-identical
-        want = np.float32({"add": 0.0, "mul": 1.0, "max": -np.inf}[op])
-        for v in e[r]:
-            want = fold(want, v) if acc_first else fold(v, want)
-        assert out[r] == want, (r, out[r], want)
-
-
-def test_fold_applies_only_with_a_vector_math_call() -> None:
-    t = load_target("x86-avx512")
-    lanes = _lanes(t)
-    assert "_ZGV" in render_kernel(_fold_kernel(2, 64, "add", True, with_map=False), lanes, t.intrinsics)
-    plain = _fold_kernel(2, 64, "add", True, fn="abs", with_map=False)  # no math function: the scalar loop
-    text = render_kernel(plain, lanes, t.intrinsics)
-    assert "+= 16)" not in text and "fabsf(" in text
-    odd = _fold_kernel(2, 40, "add", True, with_map=False)  # 40 is not a multiple of 16 lanes
-    text = render_kernel(odd, lanes, t.intrinsics)
-    assert "_ZGV" not in text and re.search(r"\bexpf\(", text)
-    self_ref = _fold_kernel(2, 64, "add", True, with_map=False)  # g reading the accumulator is no fold
-    store = self_ref.body.body.body.body[1].body
-    store.value = BinOp("add", store.value.a, call("exp", store.value.a), "f32")
-    assert "_ZGV" not in render_kernel(self_ref, lanes, t.intrinsics)
