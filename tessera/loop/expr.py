@@ -413,6 +413,11 @@ def simplify(e: Expr, ranges: Ranges | None = None) -> Expr:
     def rule(x: Expr) -> Expr | None:
         if not isinstance(x, BinOp) or not is_int(x.dtype):
             return None
+        if x.op in LOGIC and x.a.dtype == BOOL and x.b.dtype == BOOL:
+            # x && true -> x, x && false -> false, x || false -> x, x || true -> true
+            for p, q in ((x.a, x.b), (x.b, x.a)):
+                if isinstance(p, Const):
+                    return q if bool(p.value) == (x.op == "and") else const(bool(p.value))
         if x.op in ("floordiv", "mod") and isinstance(x.b, Const) and isinstance(x.b.value, int) and x.b.value > 0:
             c = x.b.value
             split = _split_multiple(x.a, c, rng)

@@ -24,6 +24,7 @@ from tessera.loop.expr import (
     transform,
 )
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
+from tessera.loop.partition import partition_loops
 from tessera.loop.stages import Stage
 from tessera.loop.te import Tensor
 from tessera.schedule.primitives import LoopNest, PackSpec, Step, replay
@@ -136,7 +137,8 @@ class KernelBuilder:
         k.attrs["num_outputs"] = self.num_outputs
         k.attrs["workspace"] = len(self.workspace)
         k.attrs["packed_constants"] = [v for _, v in self.packed]
-        return k
+        # bounds checks of windowed reads leave the interior of their loops (compile and tuning alike)
+        return partition_loops(k)
 
     # ---- one stage ------------------------------------------------------------------------
     def _emit_stage(self, st: Stage, nest: LoopNest) -> list[Stmt]:
