@@ -21,6 +21,7 @@ from tessera.loop.expr import (
     BinOp,
     Const,
     Expr,
+    Load,
     Ranges,
     Var,
     bounds,
@@ -33,7 +34,7 @@ from tessera.loop.expr import (
     substitute,
     transform,
 )
-from tessera.loop.ir import Allocate, For, If, Kernel, Seq, Stmt, Store
+from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
 
 MIN_INTERIOR = 4  # a split must leave a condition-free piece at least this long ...
 MIN_INTERIOR_FRACTION = 0.5  # ... covering at least this fraction of the loop
@@ -43,6 +44,10 @@ MAX_COPIES = 27  # at most this many copies of any statement (3 partitioned loop
 # when min(d) >= B.
 _THRESHOLDS: dict[str, tuple[int, int]] = {
     "lt": (-1, 0), "le": (0, 1), "eq": (-1, 1), "ne": (-1, 1), "min": (0, 0), "max": (0, 0)}
+# Decisions that place cuts: bounds checks and clamps. (In)equalities are folded where constant but
+# cut nothing: ``k == 0`` / ``k == last`` of a blocked reduction would peel whole micro-kernels for
+# branches taken once per block.
+_CUT_OPS = ("lt", "le", "min", "max")
 
 
 def partition_loops(kernel: Kernel) -> Kernel:
@@ -168,7 +173,7 @@ def _split_cuts(s: Stmt, var: str, extent: int, ranges: dict[str, tuple[int, int
     def visit(e: Expr) -> None:
         if isinstance(e, Const | Var):
             return
-        if isinstance(e, BinOp) and _is_decision(e):
+        if isinstance(e, BinOp) and e.op in _CUT_OPS and _is_decision(e):
             u = _undecided(e, var, ranges)
             if u is not None:
                 if u[0] <= u[1] + 1:
@@ -223,6 +228,67 @@ def _interior(s: For, ranges: dict[str, tuple[int, int]]) -> tuple[int, int] | N
     return best
 
 
+def iterations_independent(loop: For) -> bool:
+    """Whether the iterations of ``loop`` touch disjoint memory, so that its pieces may run in any
+    order. Buffers allocated in the body are private to an iteration; every other buffer the body
+    stores to must be indexed, in some dimension, by the same ``c*v + e`` (``c != 0``, ``e`` fixed
+    for the whole loop) in all its stores and loads."""
+    v = loop.var.name
+    private: set[int] = set()
+    bound = {v}
+    accesses: dict[int, list[tuple[Expr, ...]]] = {}
+    stored: set[int] = set()
+
+    def expr(e: Expr) -> None:
+        for x in _nodes(e):
+            if isinstance(x, Load) and isinstance(x.tensor, Buffer):
+                accesses.setdefault(id(x.tensor), []).append(x.indices)
+
+    def visit(st: Stmt) -> None:
+        if isinstance(st, Store):
+            stored.add(id(st.buffer))
+            accesses.setdefault(id(st.buffer), []).append(st.indices)
+            for e in (*st.indices, st.value):
+                expr(e)
+        elif isinstance(st, Seq):
+            for b in st.body:
+                visit(b)
+        elif isinstance(st, If):
+            expr(st.cond)
+            visit(st.then)
+        elif isinstance(st, Allocate):
+            private.add(id(st.buffer))
+            visit(st.body)
+        elif isinstance(st, For):
+            bound.add(st.var.name)
+            visit(st.body)
+
+    visit(loop.body)
+    for buf in stored - private:
+        idx = accesses[buf]
+        if not any(_slices(v, bound, [ix[d] for ix in idx]) for d in range(len(idx[0]))):
+            return False
+    return True
+
+
+def _slices(v: str, bound: set[str], exprs: list[Expr]) -> bool:
+    """Whether ``exprs`` are one and the same ``c*v + e`` with ``c != 0`` and ``e`` free of ``bound``."""
+    first = exprs[0]
+    if any(e != first for e in exprs[1:]):
+        return False
+    lf = linear_form(first)
+    if lf is None or lf[0].get(Var(v), 0) == 0:
+        return False
+    return all(atom == Var(v) or not (free_vars(atom) & bound) for atom in lf[0])
+
+
+def _nodes(e: Expr) -> list[Expr]:
+    out = [e]
+    for k in children(e):
+        out.extend(_nodes(k))
+    return out
+
+
 class _Partitioner:
     def stmt(self, s: Stmt, ranges: dict[str, tuple[int, int]], copies: int) -> Stmt:
         if isinstance(s, For):
@@ -249,6 +315,10 @@ class _Partitioner:
         parts = [(lo, hi) for lo, hi in ((0, a), (a, b), (b, s.extent)) if hi > lo]
         if copies * len(parts) > MAX_COPIES:
             return self.whole(s, ranges, copies)
+        if iterations_independent(s):
+            # interior first: GCC leaves an inner loop scalar when straight-line code (an unrolled
+            # one-iteration prologue) precedes it in the enclosing loop's body
+            parts.sort(key=lambda p: p != piece)
         out: list[Stmt] = []
         for lo, hi in parts:
             sub = For(s.var, hi - lo, s.kind, _shift(s.body, s.var, lo) if lo else s.body)
@@ -262,4 +332,4 @@ class _Partitioner:
         return For(s.var, s.extent, s.kind, self.stmt(s.body, inner, copies))
 
 
-__all__ = ["decide", "fold_decisions", "partition_loops"]
+__all__ = ["decide", "fold_decisions", "iterations_independent", "partition_loops"]

@@ -13,7 +13,7 @@ from tessera.loop.expr import BinOp, Expr, Load, Select, Var, children, const, l
 from tessera.loop.expr import select as sel
 from tessera.loop.interp import run_kernel
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
-from tessera.loop.partition import MIN_INTERIOR, decide, fold_decisions, partition_loops
+from tessera.loop.partition import MIN_INTERIOR, decide, fold_decisions, iterations_independent, partition_loops
 from tessera.loop.te_eval import np_dtype
 
 RNG = np.random.default_rng(11)
@@ -150,11 +150,12 @@ def test_window_loop_splits_into_prologue_interior_epilogue(n: int, k: int, pad:
         assert isinstance(top, For) and top.extent == out_n
     else:
         assert isinstance(top, Seq)
+        # iterations are independent: the interior comes first, then the prologue and the epilogue
         extents = [s.extent for s in top.body if isinstance(s, For)]
-        assert extents == [pad, out_n - 2 * pad, pad]
-        interior = top.body[1]
+        assert extents == [out_n - 2 * pad, pad, pad]
+        interior = top.body[0]
         assert not has_checks(interior)
-        assert has_checks(top.body[0]) and has_checks(top.body[2])
+        assert has_checks(top.body[1]) and has_checks(top.body[2])
     assert not has_checks(out.body) if pad == 0 else True
     x = RNG.standard_normal(n).astype(np.float32)
     (y,) = run(out, x)
@@ -214,7 +215,7 @@ def test_cut_without_undecided_span_splits_a_select_of_two_sources() -> None:
     i = Var("i")
     v = sel(i.lt(30), ld(a, minimum(i, 29)), ld(b, maximum(i - 30, 0)))
     out = partition_loops(Kernel("cat", [a, b, y], For(i, 64, "serial", Store(y, (i,), v)), 2))
-    assert isinstance(out.body, Seq) and [s.extent for s in out.body.body] == [30, 34]  # type: ignore[attr-defined]
+    assert isinstance(out.body, Seq) and [s.extent for s in out.body.body] == [34, 30]  # type: ignore[attr-defined]
     assert not has_checks(out.body)
     av, bv = RNG.standard_normal(30).astype(np.float32), RNG.standard_normal(34).astype(np.float32)
     (yv,) = run(out, av, bv)
@@ -256,3 +257,40 @@ def test_copies_are_bounded() -> None:
     want = np.zeros_like(xv)
     want[:-1, :-1, :-1, :-1] = xv[1:, 1:, 1:, 1:]
     np.testing.assert_array_equal(yv, want)
+
+
+def test_equalities_are_not_cut_points() -> None:
+    """``kb == 0`` / ``kb == last`` (a blocked reduction's first/last block) would peel the whole
+    block body for a branch taken once per block: the loop stays whole."""
+    y = Buffer("y", (10,), "f32")
+    kb = Var("kb")
+    body = Seq([Store(y, (kb,), sel(kb.eq(0), const(1.0, "f32"), const(2.0, "f32"))),
+                If(kb.eq(9), Store(y, (kb,), const(3.0, "f32")))])
+    out = partition_loops(Kernel("blocks", [y], For(kb, 10, "serial", body), 0))
+    assert isinstance(out.body, For) and out.body.extent == 10
+    (yv,) = run(out)
+    np.testing.assert_array_equal(yv, [1.0] + [2.0] * 8 + [3.0])
+
+
+def test_dependent_iterations_keep_their_order() -> None:
+    """A padded 1-D window summed by the partitioned loop itself (one accumulator across iterations):
+    the pieces stay in loop order (the sum's rounding follows the original order)."""
+    n = 20
+    x, y = Buffer("x", (n,), "f32"), Buffer("y", (1,), "f32")
+    acc = Buffer("acc", (1,), "f32", "local")
+    t = Var("t")
+    z = (const(0),)
+    tap = sel(logical_and(t.ge(1), t.lt(n + 1)), ld(x, minimum(maximum(t - 1, 0), n - 1)), const(0.0, "f32"))
+    loop = For(t, n + 2, "serial", Store(acc, z, ld(acc, *z) + tap))
+    assert not iterations_independent(loop)
+    assert iterations_independent(window_sum_1d(9, 3, 1).body)  # type: ignore[arg-type]
+    body = Allocate(acc, Seq([Store(acc, z, const(0.0, "f32")), loop, Store(y, z, ld(acc, *z))]))
+    out = partition_loops(Kernel("total", [x, y], body, 1))
+    pieces = [lp for lp in loops(out.body) if lp.var.name == "t"]
+    assert [lp.extent for lp in pieces] == [1, n, 1]
+    xv = RNG.standard_normal(n).astype(np.float32)
+    (yv,) = run(out, xv)
+    want = np.float32(0)
+    for v in xv:  # the same order of float32 additions
+        want = np.float32(want + v)
+    assert yv[0] == want
