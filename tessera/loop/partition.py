@@ -10,7 +10,11 @@ in each piece the decisions constant over the piece are replaced by their value,
 runs without selects or clamps. Like TVM's LoopPartition, with constant split points only.
 
 Parallel, vectorized and unrolled loops are kept whole (the pass partitions the serial loops
-inside them); a loop is split only when its largest condition-free piece covers at least half of it.
+inside them); a loop is split only when its largest condition-free piece covers at least half of it
+(and ``MIN_INTERIOR`` iterations), and no statement is copied more than ``MAX_COPIES`` times. When
+the loop's iterations are independent the interior piece is emitted first. Decisions on fused
+(div/mod) axes are not affine: such kernels keep their checks (a schedule that keeps the spatial
+axes apart gets them removed).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from tessera.loop.expr import (
     BinOp,
     Const,
     Expr,
-    Load,
     Ranges,
     Var,
     bounds,
@@ -30,6 +33,7 @@ from tessera.loop.expr import (
     free_vars,
     is_int,
     linear_form,
+    loads_in,
     simplify,
     substitute,
     transform,
@@ -240,9 +244,9 @@ def iterations_independent(loop: For) -> bool:
     stored: set[int] = set()
 
     def expr(e: Expr) -> None:
-        for x in _nodes(e):
-            if isinstance(x, Load) and isinstance(x.tensor, Buffer):
-                accesses.setdefault(id(x.tensor), []).append(x.indices)
+        for ld in loads_in(e):
+            if isinstance(ld.tensor, Buffer):
+                accesses.setdefault(id(ld.tensor), []).append(ld.indices)
 
     def visit(st: Stmt) -> None:
         if isinstance(st, Store):
@@ -280,13 +284,6 @@ def _slices(v: str, bound: set[str], exprs: list[Expr]) -> bool:
     if lf is None or lf[0].get(Var(v), 0) == 0:
         return False
     return all(atom == Var(v) or not (free_vars(atom) & bound) for atom in lf[0])
-
-
-def _nodes(e: Expr) -> list[Expr]:
-    out = [e]
-    for k in children(e):
-        out.extend(_nodes(k))
-    return out
 
 
 class _Partitioner:
