@@ -166,6 +166,30 @@ class VectorExprs:
         self.math_used.update(self._v.calls)
         return self._v.lines
 
+    def vector_fold(self, value: Expr, op: str, accs: list[str], var: str, bases: list[Expr], lanes: int) -> list[str]:
+        """Lines folding ``value`` at lanes ``base .. base+lanes-1`` of ``var`` into the vector
+        accumulator ``accs[k]`` with ``op`` (add, mul, min or max; NaN propagates through min/max),
+        for each ``bases[k]``. Expressions invariant in ``var`` are computed once for all bases."""
+        self._v = _VState(var, bases[0], lanes, WIDTH[value.dtype])
+        vt = self._vt(value.dtype)
+        for acc, base in zip(accs, bases, strict=True):
+            self._v.base = base
+            self._v.memo = {k: n for k, n in self._v.memo.items() if var not in free_vars(k)}
+            t = self._vec(value)
+            self._v.lines.append(f"{acc} = {self._vcombine(op, vt, acc, t, value.dtype)};")
+        self.math_used.update(self._v.calls)
+        return self._v.lines
+
+    def vector_merge(self, op: str, dtype: str, lanes: int, accs: list[str]) -> list[str]:
+        """Lines combining the vectors ``accs[1:]`` into ``accs[0]`` with ``op`` (pairwise)."""
+        self._v = _VState("", const(0), lanes, WIDTH[dtype])
+        vt = self._vt(dtype)
+        while len(accs) > 1:
+            for a, b in zip(accs[::2], accs[1::2], strict=False):
+                self._v.lines.append(f"{a} = {self._vcombine(op, vt, a, b, dtype)};")
+            accs = accs[::2]
+        return self._v.lines
+
     # ---- helpers -----------------------------------------------------------------------------
     def _vt(self, dtype: str) -> str:
         st = self._v
@@ -318,9 +342,17 @@ class VectorExprs:
         if op == "pow" and e.dtype in FLOATS and e.b.dtype == e.dtype:
             return self._emit(vt, f"{self._math_fn('pow', e.dtype, 2)}({a}, {b})", e)
         if op in ("min", "max"):
-            mt = self._vt("bool")
-            cmp = "<" if op == "min" else ">"
-            nan = f" | ({a} != {a})" if e.dtype in FLOATS else ""  # NaN propagates, as numpy.minimum
-            m = self._emit(mt, f"({a} {cmp} {b}){nan}")
-            return self._blend(vt, m, a, b, e)
+            return self._emit(vt, self._vcombine(op, vt, a, b, e.dtype), e)
         raise NoVec(f"binary op {op} on {e.dtype} is not vectorized")
+
+    def _vcombine(self, op: str, vt: str, a: str, b: str, dtype: str) -> str:
+        """C expression of ``op`` (add, mul, min, max) on vectors ``a`` and ``b``; min/max pick
+        ``a`` where it is NaN or wins, else ``b`` (NaN propagates, as numpy.minimum)."""
+        if op in ("add", "mul"):
+            return f"{a} {'+' if op == 'add' else '*'} {b}"
+        if op not in ("min", "max"):
+            raise NoVec(f"{op} is not a vector combiner")
+        mt = self._vt("bool")
+        nan = f" | ({a} != {a})" if dtype in FLOATS else ""
+        m = self._emit(mt, f"({a} {'<' if op == 'min' else '>'} {b}){nan}")
+        return f"({vt})((({mt}){a} & {m}) | (({mt}){b} & ~{m}))"

@@ -23,7 +23,8 @@ Every stage falls into one *kind* (by structure):
   the packed panel stays in cache while the ``m`` blocks sweep it; partial sums are kept in
   the output between blocks.
 - ``reduction`` (any other reduction): just enough outer spatial axes fused into a parallel
-  loop to feed every core, a scalar accumulator, reduction innermost.
+  loop to feed every core, a scalar accumulator, reduction innermost; that innermost loop is
+  vectorized (lane-parallel partial accumulators) when its loads are contiguous along it.
 
 Knob interface (used by tessera.tune)
 -------------------------------------
@@ -46,6 +47,11 @@ outside the candidates raise ``ValueError``. Knobs by kind (``knob_space`` alway
     loop (0 = serial; clamped to the number of outer loops).
 ``reduction``
     ``parallel_depth``: as above, over the spatial axes.
+    ``vector``: the vector lanes (0 = an in-order scalar fold) with which the innermost
+    reduction loop is vectorized: partial results per lane, folded at the end (a float
+    sum/max/min whose loads along that axis are contiguous, at least one vector long).
+    Offered and the default where possible: a sum is then reassociated (see
+    :mod:`tessera.codegen.c`).
 ``tiled``
     ``fuse_v``: how many outer axes are fused into the vector axis (only axes that every
     operand uses alike with it).
@@ -124,7 +130,7 @@ def knob_space(stage: Stage, target: TargetInfo, constants: frozenset[Any] = fro
     if kind == "elementwise":
         space = _elementwise_space(stage, target)
     elif kind == "reduction":
-        space = {"parallel_depth": list(range(len(stage.tensor.shape) + 1))}
+        space = _reduction_space(stage, target)
     else:
         space = _tiled_space(stage, target)
     return {"kind": [kind], **space}
@@ -142,7 +148,8 @@ def default_knobs(stage: Stage, target: TargetInfo, constants: frozenset[Any] = 
         vec = lanes if lanes > 1 and ext >= lanes and ext % lanes == 0 else 0
         return {"kind": kind, "fuse_inner": fuse, "vector": vec, "parallel_depth": len(stage.tensor.shape)}
     if kind == "reduction":
-        return {"kind": kind, "parallel_depth": _enough_parallel(stage.tensor.shape, target)}
+        return {"kind": kind, "parallel_depth": _enough_parallel(stage.tensor.shape, target),
+                "vector": _reduction_space(stage, target)["vector"][-1]}
     return _tiled_defaults(stage, target, constants)
 
 
@@ -316,11 +323,43 @@ def _enough_parallel(shape: tuple[int, ...], target: TargetInfo) -> int:
 
 
 
+LANE_REDUCTION_DTYPES = ("f32", "f64")
+LANE_REDUCTION_COMBINERS = ("sum", "max", "min")
+
+
+def _lane_reduction_ok(stage: Stage, lanes: int) -> bool:
+    """Whether the innermost reduction loop can fold lane-parallel partial accumulators (see
+    :mod:`tessera.codegen.c`): a float sum/max/min at least one vector long whose loads that
+    depend on the axis are contiguous along it."""
+    red = stage.reduce
+    assert red is not None
+    if (lanes <= 1 or red.combiner not in LANE_REDUCTION_COMBINERS or red.dtype not in LANE_REDUCTION_DTYPES
+            or not red.axes or red.extents[-1] < lanes):
+        return False
+    var = red.axes[-1].name
+    return all(stride_along(_address(ld), var) in (0, 1) for ld in loads_in(red.body))
+
+
+def _reduction_space(stage: Stage, target: TargetInfo) -> dict[str, list[Any]]:
+    lanes = _reduction_lanes(stage, target)
+    return {"parallel_depth": list(range(len(stage.tensor.shape) + 1)),
+            "vector": [0, lanes] if _lane_reduction_ok(stage, lanes) else [0]}
+
+
+def _reduction_lanes(stage: Stage, target: TargetInfo) -> int:
+    red = stage.reduce
+    assert red is not None
+    return target.lanes(red.dtype) if red.dtype in LANE_REDUCTION_DTYPES else 1
+
+
 def _simple_reduction(stage: Stage, knobs: Knobs) -> list[Step]:
     n = _Nest(stage)
     spatial = [lp.name for lp in n.nest.loops if not lp.reduce]
     at = n.parallel_prefix(spatial, int(knobs["parallel_depth"]))
     n.steps.append(Step("cache_write", (at or "",)))
+    red = stage.reduce
+    if int(knobs["vector"]) and red is not None and red.axes:
+        n.do("vectorize", red.axes[-1].name)
     return n.steps
 
 
