@@ -179,6 +179,29 @@ def test_special_values_follow_the_scalar_functions(target: CpuTarget) -> None:
         assert (np.signbit(g[zero]) == np.signbit(w[zero])).all(), f  # erf(-0) = -0, exp(-inf) = +0, ...
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_exp_lanes_that_round_to_zero_skip_the_vector_call(target: CpuTarget, dtype: str) -> None:
+    # libmvec computes lanes below ~-87 by a scalar callout; lanes under ln(2**-150) (f32) or
+    # ln(2**-1075) (f64) are set to +0 around the call instead (masked attention scores: -3.4e38)
+    lanes = target.lanes(dtype)
+    vals = [-3.4e38, -1e4, -746.5, -745.0, -105.0, -104.0, -103.9, -100.0, -87.5, -np.inf, np.nan, 0.0, 1.0, 80.0]
+    x = np.resize(np.array(vals, np_dtype(dtype)), 2 * lanes)
+    xb, ob = Buffer("x", x.shape, dtype), Buffer("o", x.shape, dtype)
+    i = Var("i")
+    k = Kernel("exp_low", [xb, ob], For(i, x.size, "vectorized", st(ob, (i,), call("exp", ld(xb, i)))), 1)
+    text, run = _build(k, target)
+    low = "-104.0f" if dtype == "f32" else "-746.0"
+    assert low in _kernel_text(text) and target.intrinsic("exp", dtype).c_name in text
+    got = np.full_like(x, 7.0)
+    run([x, got])
+    with np.errstate(all="ignore"):
+        want = np.exp(x.astype(np.float64))
+    tiny = float(np.finfo(x.dtype).smallest_subnormal)
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "f32" else 1e-14, atol=4 * tiny, equal_nan=True)
+    below = x < (-104.0 if dtype == "f32" else -746.0)
+    assert (got[below] == 0).all() and not np.signbit(got[below]).any()
+
+
 def test_without_declarations_the_loop_stays_scalar(target: CpuTarget) -> None:
     names = ("exp", "erf", "tanh", "log", "sigmoid")
     k = _math_kernel("f32", names)
