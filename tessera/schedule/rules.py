@@ -384,8 +384,16 @@ def _tileable(stage: Stage) -> bool:
     inner = [a.name for a, e in zip(stage.tensor.axes, stage.tensor.shape, strict=True) if e > 1]
     if not inner:
         return False
-    uses = [inner[-1] in free_vars(f) for f in product_factors(red.body)]
-    return any(uses) and not all(uses)
+    factors = product_factors(red.body)
+    vec = [f for f in factors if inner[-1] in free_vars(f)]
+    bcast = [f for f in factors if inner[-1] not in free_vars(f)]
+    if not vec or not bcast:
+        return False
+    # and a register tile reuses operands: some other output axis indexes the broadcast operand but
+    # not the vector one (matmul rows, convolution output channels); a depthwise convolution has none
+    # and runs better as a plain reduction over partitioned (check-free) windows
+    return any(any(a in free_vars(f) for f in bcast) and not any(a in free_vars(f) for f in vec)
+               for a in inner[:-1])
 
 
 def _address(load: Load) -> Expr:
