@@ -153,6 +153,22 @@ def test_kinds_and_tiled_knobs() -> None:
     assert [stage_kind(s) for s in build_stages(outs)] == ["reduction", "reduction", "elementwise"]
 
 
+def test_depthwise_convolution_is_a_plain_reduction() -> None:
+    """No output axis indexes the weights without the input: a register tile would reuse nothing."""
+    c, hw = 16, 12
+    x, w = placeholder((1, c, hw, hw), "f32", "x"), placeholder((c, 1, 3, 3), "f32", "w")
+    xp = pad_tensor(x, [0, 0, 1, 1], [1, c, hw + 2, hw + 2], const(0.0, "f32"), "xpad")
+
+    def body(n, ch, h, ww):
+        kh, kw = reduce_axis(3, "kh"), reduce_axis(3, "kw")
+        return rsum(xp[n, ch, h + kh[0], ww + kw[0]] * w[ch, 0, kh[0], kw[0]], kh, kw)
+
+    (st,) = build_stages([compute((1, c, hw, hw), body, "dwconv")])
+    assert stage_kind(st) == "reduction"
+    _, outs = _conv(c, c, hw, 3)
+    assert stage_kind(build_stages(outs)[0]) == "tiled"
+
+
 def test_bad_knobs_are_rejected() -> None:
     _, outs = _matmul(16, 32, 32)
     (st,) = build_stages(outs)
