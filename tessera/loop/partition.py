@@ -56,9 +56,24 @@ _CUT_OPS = ("lt", "le", "min", "max")
 
 def partition_loops(kernel: Kernel) -> Kernel:
     """``kernel`` with its serial loops partitioned where that removes index conditions from most
-    iterations, and every index decision that is constant over its loop ranges folded."""
+    iterations, and every index decision that is constant over its loop ranges folded. A kernel
+    with an empty loop (a zero-sized tensor) computes nothing and is returned as it is."""
+    if _has_empty_loop(kernel.body):
+        return kernel
     body = _Partitioner().stmt(kernel.body, {}, 1)
     return Kernel(kernel.name, kernel.params, body, kernel.num_inputs, dict(kernel.attrs))
+
+
+def _has_empty_loop(s: Stmt) -> bool:
+    if isinstance(s, For):
+        return s.extent <= 0 or _has_empty_loop(s.body)
+    if isinstance(s, Seq):
+        return any(_has_empty_loop(b) for b in s.body)
+    if isinstance(s, If):
+        return _has_empty_loop(s.then)
+    if isinstance(s, Allocate):
+        return _has_empty_loop(s.body)
+    return False
 
 
 def decide(x: Expr, ranges: Ranges) -> Expr | None:
