@@ -7,7 +7,7 @@ fold constants on the fly; :func:`simplify` applies range-aware index rewrites.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,6 +275,13 @@ def children(e: Expr) -> tuple[Expr, ...]:
     if isinstance(e, Reduce):
         return (e.body,)
     return ()
+
+
+def walk(e: Expr) -> Iterator[Expr]:
+    """``e`` and every sub-expression, outer first."""
+    yield e
+    for k in children(e):
+        yield from walk(k)
 
 
 def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:

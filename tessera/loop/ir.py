@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tessera.loop.expr import Expr, Var, to_str
@@ -92,6 +93,18 @@ class Kernel:
 
     def __str__(self) -> str:
         return format_kernel(self)
+
+
+def walk_stmts(s: Stmt) -> Iterator[Stmt]:
+    """``s`` and every statement nested in it, outer first."""
+    yield s
+    if isinstance(s, Seq):
+        for b in s.body:
+            yield from walk_stmts(b)
+    elif isinstance(s, For | Allocate):
+        yield from walk_stmts(s.body)
+    elif isinstance(s, If):
+        yield from walk_stmts(s.then)
 
 
 def format_stmt(s: Stmt, indent: int = 1) -> list[str]:

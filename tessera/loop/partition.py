@@ -38,7 +38,7 @@ from tessera.loop.expr import (
     substitute,
     transform,
 )
-from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
+from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store, walk_stmts
 
 MIN_INTERIOR = 4  # a split must leave a condition-free piece at least this long ...
 MIN_INTERIOR_FRACTION = 0.5  # ... covering at least this fraction of the loop
@@ -58,22 +58,10 @@ def partition_loops(kernel: Kernel) -> Kernel:
     """``kernel`` with its serial loops partitioned where that removes index conditions from most
     iterations, and every index decision that is constant over its loop ranges folded. A kernel
     with an empty loop (a zero-sized tensor) computes nothing and is returned as it is."""
-    if _has_empty_loop(kernel.body):
+    if any(isinstance(s, For) and s.extent <= 0 for s in walk_stmts(kernel.body)):
         return kernel
     body = _Partitioner().stmt(kernel.body, {}, 1)
     return Kernel(kernel.name, kernel.params, body, kernel.num_inputs, dict(kernel.attrs))
-
-
-def _has_empty_loop(s: Stmt) -> bool:
-    if isinstance(s, For):
-        return s.extent <= 0 or _has_empty_loop(s.body)
-    if isinstance(s, Seq):
-        return any(_has_empty_loop(b) for b in s.body)
-    if isinstance(s, If):
-        return _has_empty_loop(s.then)
-    if isinstance(s, Allocate):
-        return _has_empty_loop(s.body)
-    return False
 
 
 def decide(x: Expr, ranges: Ranges) -> Expr | None:

@@ -15,11 +15,11 @@ from tessera.codegen import render_kernel, render_module
 from tessera.compiler import _prepare, lower_group
 from tessera.graph.ir import Graph
 from tessera.graph.reference import run_reference
-from tessera.loop.expr import BinOp, Expr, Load, Select, children
+from tessera.loop.expr import BinOp, Load, Select, walk
 from tessera.loop.fusion import FusionGroup, partition
 from tessera.loop.instantiate import instantiate_group
 from tessera.loop.interp import run_kernel
-from tessera.loop.ir import Allocate, For, If, Kernel, Seq, Stmt, Store
+from tessera.loop.ir import Kernel, Stmt, Store, walk_stmts
 from tessera.loop.te_eval import np_dtype
 from tessera.targets import load_target
 from tessera.targets.toolchain import build_shared_library
@@ -30,21 +30,7 @@ TARGET = load_target("x86-avx2")
 
 
 def stores(s: Stmt) -> Iterator[Store]:
-    if isinstance(s, Store):
-        yield s
-    elif isinstance(s, Seq):
-        for b in s.body:
-            yield from stores(b)
-    elif isinstance(s, For | Allocate):
-        yield from stores(s.body)
-    elif isinstance(s, If):
-        yield from stores(s.then)
-
-
-def nodes(e: Expr) -> Iterator[Expr]:
-    yield e
-    for k in children(e):
-        yield from nodes(k)
+    return (x for x in walk_stmts(s) if isinstance(x, Store))
 
 
 def lowered(g: Graph, unscheduled: bool) -> tuple[Graph, FusionGroup, Kernel]:
@@ -93,10 +79,10 @@ def check_lowered(g: Graph, unscheduled: bool = False, rtol: float = 1e-5) -> Ke
 def clean_stores(kern: Kernel) -> tuple[int, int]:
     """(stores, stores without a Select or an index clamp) among the kernel's accumulator updates."""
     upd = [st for st in stores(kern.body) if st.buffer.scope == "local" and any(
-        isinstance(x, Load) and x.tensor is st.buffer for x in nodes(st.value)) and len(list(nodes(st.value))) > 3]
+        isinstance(x, Load) and x.tensor is st.buffer for x in walk(st.value)) and len(list(walk(st.value))) > 3]
     clean = [st for st in upd if not any(
         isinstance(x, Select) or (isinstance(x, BinOp) and x.op in ("min", "max") and x.dtype == "i64")
-        for e in (st.value, *st.indices) for x in nodes(e))]
+        for e in (st.value, *st.indices) for x in walk(e))]
     return len(upd), len(clean)
 
 

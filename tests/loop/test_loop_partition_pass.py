@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tessera.loop.expr import BinOp, Expr, Load, Select, Var, children, const, logical_and, maximum, minimum
+from tessera.loop.expr import BinOp, Expr, Load, Select, Var, const, logical_and, maximum, minimum, walk
 from tessera.loop.expr import select as sel
 from tessera.loop.interp import run_kernel
-from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
+from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store, walk_stmts
 from tessera.loop.partition import MIN_INTERIOR, decide, fold_decisions, iterations_independent, partition_loops
 from tessera.loop.te_eval import np_dtype
 
@@ -23,57 +23,23 @@ RNG = np.random.default_rng(11)
 
 
 def loops(s: Stmt) -> Iterator[For]:
-    if isinstance(s, For):
-        yield s
-        yield from loops(s.body)
-    elif isinstance(s, Seq):
-        for b in s.body:
-            yield from loops(b)
-    elif isinstance(s, If):
-        yield from loops(s.then)
-    elif isinstance(s, Allocate):
-        yield from loops(s.body)
+    return (x for x in walk_stmts(s) if isinstance(x, For))
 
 
 def stores(s: Stmt) -> Iterator[Store]:
-    if isinstance(s, Store):
-        yield s
-    elif isinstance(s, Seq):
-        for b in s.body:
-            yield from stores(b)
-    elif isinstance(s, For | Allocate):
-        yield from stores(s.body)
-    elif isinstance(s, If):
-        yield from stores(s.then)
-
-
-def nodes(e: Expr) -> Iterator[Expr]:
-    yield e
-    for k in children(e):
-        yield from nodes(k)
+    return (x for x in walk_stmts(s) if isinstance(x, Store))
 
 
 def has_checks(s: Stmt) -> bool:
     """Whether any store under ``s`` has a Select or an integer min/max (a clamp), or any If."""
-    if any(isinstance(x, If) for x in _stmts(s)):
+    if any(isinstance(x, If) for x in walk_stmts(s)):
         return True
     for st in stores(s):
         for e in (*st.indices, st.value):
-            for x in nodes(e):
+            for x in walk(e):
                 if isinstance(x, Select) or (isinstance(x, BinOp) and x.op in ("min", "max") and x.dtype == "i64"):
                     return True
     return False
-
-
-def _stmts(s: Stmt) -> Iterator[Stmt]:
-    yield s
-    if isinstance(s, Seq):
-        for b in s.body:
-            yield from _stmts(b)
-    elif isinstance(s, For | Allocate):
-        yield from _stmts(s.body)
-    elif isinstance(s, If):
-        yield from _stmts(s.then)
 
 
 def run(k: Kernel, *inputs: np.ndarray) -> list[np.ndarray]:
