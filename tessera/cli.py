@@ -84,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="zoo model name")
     p.add_argument("out", help="output .onnx path")
 
-    p = sub.add_parser("zoo", help="import every zoo model through both frontends and compare with eager")
+    p = sub.add_parser("zoo", help="import every zoo model through both frontends, run it (reference executor and "
+                                   "compiled for the host) and compare with eager")
     p.add_argument("--models", help="comma-separated subset of the zoo")
     p.add_argument("--frontends", default="torch,onnx", help="comma-separated frontends (torch,onnx)")
+    p.add_argument("--no-compile", action="store_true", help="reference executor only (skip compiling for the host)")
 
     p = sub.add_parser("tune", help="auto-tune a model's kernels for a target (records go to the tuning database, "
                                     "which compile then uses)")
@@ -453,7 +455,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     from tessera.zoo_check import check_zoo
 
     models = args.models.split(",") if args.models else None
-    return 0 if check_zoo(models, args.frontends.split(",")) else 1
+    return 0 if check_zoo(models, args.frontends.split(","), compiled=not args.no_compile) else 1
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
