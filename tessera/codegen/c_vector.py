@@ -339,8 +339,12 @@ class VectorExprs:
         return intr.c_name
 
     def _blend(self, vt: str, m: str, a: str, b: str, key: Expr) -> str:
+        return self._emit(vt, self._select(vt, m, a, b), key)
+
+    def _select(self, vt: str, m: str, a: str, b: str) -> str:
+        """C expression of the lanes of ``a`` where mask ``m`` is set, else of ``b``."""
         mt = self._vt("bool")
-        return self._emit(vt, f"({vt})((({mt}){a} & {m}) | (({mt}){b} & ~{m}))", key)
+        return f"({vt})((({mt}){a} & {m}) | (({mt}){b} & ~{m}))"
 
     def _vbinop(self, e: BinOp, vt: str) -> str:
         op = e.op
@@ -372,4 +376,4 @@ class VectorExprs:
         mt = self._vt("bool")
         nan = f" | ({a} != {a})" if dtype in FLOATS else ""
         m = self._emit(mt, f"({a} {'<' if op == 'min' else '>'} {b}){nan}")
-        return f"({vt})((({mt}){a} & {m}) | (({mt}){b} & ~{m}))"
+        return self._select(vt, m, a, b)

@@ -77,6 +77,7 @@ outside the candidates raise ``ValueError``. Knobs by kind (``knob_space`` alway
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -371,13 +372,7 @@ def _tileable(stage: Stage) -> bool:
     assert red is not None
     if red.combiner != "sum" or stage.tensor.dtype not in VECTOR_DTYPES or red.dtype not in VECTOR_DTYPES:
         return False
-    n = 1
-    for e in red.extents:
-        n *= e
-    out = 1
-    for e in stage.tensor.shape:
-        out *= e
-    if n < MIN_TILED_REDUCTION or out < 64:
+    if _reduction_length(stage) < MIN_TILED_REDUCTION or math.prod(stage.tensor.shape) < 64:
         return False
     # a contraction: the innermost output axis is used by some factor and not by another (the
     # broadcast operand), as in matmul and convolution; not a row statistic like a variance
@@ -536,10 +531,7 @@ def _default_tile(plan: _TiledPlan, lanes: int, regs: int) -> TileChoice:
 
 
 def _reduction_length(stage: Stage) -> int:
-    n = 1
-    for e in stage.reduce.extents:  # type: ignore[union-attr]
-        n *= e
-    return n
+    return math.prod(stage.reduce.extents)  # type: ignore[union-attr]
 
 
 def _tile_efficiency(plan: _TiledPlan, tile: TileChoice, lanes: int) -> float:
