@@ -22,6 +22,7 @@ import numpy as np
 
 from tessera.errors import CompileError
 from tessera.graph.ir import Graph
+from tessera.graph.passes import winograd
 from tessera.graph.specialize import specialize
 from tessera.loop.fusion import FusionGroup, partition, view_source
 from tessera.loop.instantiate import instantiate_group
@@ -122,7 +123,7 @@ def compile_graph(
 
     t0 = time.perf_counter()
     tgt = resolve_target(target)
-    g = _prepare(g, input_shapes, optimize)
+    g = winograd.for_cpu(_prepare(g, input_shapes, optimize))
     for v in g.inputs + g.outputs:
         if not g.types[v].is_static:
             raise CompileError(f"value {v!r} has a data-dependent shape {g.types[v]}; cannot compile statically")

@@ -271,16 +271,32 @@ def _elementwise_space(stage: Stage, target: TargetInfo) -> dict[str, list[Any]]
 
 
 def _elementwise_fuse(stage: Stage, lanes: int) -> int:
-    """Trailing axes to fuse so that the innermost loop is a multiple of the vector lanes."""
+    """Trailing axes to fuse so that the innermost loop is a multiple of the vector lanes, as long
+    as every load stays affine in the fused loop (else each lane would recompute its indices with
+    divisions: a gather that costs more than the scalar loop the C compiler vectorizes itself)."""
     ext = [lp.extent for lp in stage_nest(stage).loops]
     if lanes <= 1 or not ext or ext[-1] % lanes == 0:
         return 0
     n = ext[-1]
     for f in range(1, len(ext)):
         n *= ext[-1 - f]
+        if not _fused_loads_affine(stage, f):
+            return 0
         if n % lanes == 0:
             return f
     return 0
+
+
+def _fused_loads_affine(stage: Stage, fuse: int) -> bool:
+    """Whether every load's address is affine in the innermost loop after fusing ``fuse`` outer
+    axes into it."""
+    n = _Nest(stage)
+    axes = [lp.name for lp in n.nest.loops]
+    for _ in range(fuse):
+        n.do("fuse", axes[-2], axes[-1])
+        axes = [*axes[:-2], f"{axes[-2]}_{axes[-1]}"]
+    env = n.nest.axis_expr
+    return all(stride_along(substitute(_address(ld), env), axes[-1]) is not None for ld in loads_in(stage.body))
 
 
 def _elementwise(stage: Stage, knobs: Knobs) -> list[Step]:

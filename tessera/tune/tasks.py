@@ -9,6 +9,7 @@ from typing import Any
 
 from tessera.errors import CompileError
 from tessera.graph.ir import Graph
+from tessera.graph.passes import winograd
 from tessera.loop.fusion import FusionGroup, partition
 from tessera.loop.instantiate import GroupCompute, instantiate_group
 from tessera.loop.stages import Stage
@@ -72,6 +73,7 @@ def extract_tasks(g: Graph, input_shapes: Mapping[str, Any] | None = None, optim
         raise CompileError(f"model {g.name!r} has symbolic input dims ({', '.join(symbols)}); pass input_shapes")
     if optimize:
         g = run_passes(g)
+    g = winograd.for_cpu(g)
     pairs = [(grp, instantiate_group(g, grp)) for grp in partition(g) if grp.kind != "view"]
     return tasks_from_groups(pairs)
 

@@ -633,6 +633,74 @@ register(OpDef("SpaceToDepth", _s2d_infer, _s2d_ref, _BLOCK_ATTRS, (1, 1), (1, 1
                doc="Move spatial blocks into channels (DCR or CRD order)."))
 
 
+# ---- ExtractTiles / AssembleTiles (Tessera-internal: the tiles of a Winograd convolution) ------
+
+
+def _extract_geometry(ctx: InferContext) -> tuple[TensorType, list[Dim]]:
+    x = ctx.type(0)
+    k, s, p = list(ctx.attrs["kernel_shape"]), list(ctx.attrs["strides"]), list(ctx.attrs["pads"])
+    if x.rank != 4 or len(k) != 2 or len(s) != 2 or len(p) != 4 or min(k + s) < 1 or min(p) < 0:
+        raise ctx.error(f"needs a 4-D input, 2 kernel sizes, 2 strides >= 1 and 4 pads >= 0, got "
+                        f"{_s(x.shape)}, {k}, {s}, {p}")
+    out: list[Dim] = []
+    for i, (d, kk, ss) in enumerate(zip(x.shape[2:], k, s, strict=True)):
+        padded = d + p[i] + p[i + 2]
+        if isinstance(padded, int) and (padded < kk or (padded - kk) % ss):
+            raise ctx.error(f"windows of {kk} at stride {ss} do not tile a padded spatial dim of {padded} exactly")
+        out.append((padded - kk) // ss + 1)
+    return x, out
+
+
+def _extract_infer(ctx: InferContext) -> list[TensorType]:
+    x, (oh, ow) = _extract_geometry(ctx)
+    k = ctx.attrs["kernel_shape"]
+    return [TensorType(x.dtype, (k[0] * k[1], x.shape[1], x.shape[0], oh, ow))]
+
+
+def _extract_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = attrs["kernel_shape"], attrs["strides"], attrs["pads"]
+    x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    taps = [x[:, :, a:a + (oh - 1) * sh + 1:sh, b:b + (ow - 1) * sw + 1:sw] for a in range(kh) for b in range(kw)]
+    return [np.stack(taps).transpose(0, 2, 1, 3, 4).copy()]
+
+
+register(OpDef("ExtractTiles", _extract_infer, _extract_ref,
+               {"kernel_shape": Attr("ints"), "strides": Attr("ints"), "pads": Attr("ints")}, (1, 1), (1, 1),
+               doc="Every kernel_shape window of the zero-padded (N, C, H, W) input at the given strides, "
+                   "window tap first: (kh*kw, C, N, oh, ow); the windows must tile the padded input exactly "
+                   "(Tessera-internal: Winograd input tiles)."))
+
+
+def _assemble_infer(ctx: InferContext) -> list[TensorType]:
+    t = ctx.type(0)
+    tile, shape = list(ctx.attrs["tile"]), list(ctx.attrs["output_shape"])
+    if t.rank != 2 or len(tile) != 2 or len(shape) != 4 or min(tile + shape) < 1:
+        raise ctx.error(f"needs a 2-D input, a 2-D tile and a 4-D output_shape, got {_s(t.shape)}, {tile}, {shape}")
+    n, k, h, w = shape
+    need = (tile[0] * tile[1], k * n * -(-h // tile[0]) * -(-w // tile[1]))
+    if isinstance(t.shape[0], int) and isinstance(t.shape[1], int) and tuple(t.shape) != need:
+        raise ctx.error(f"input {_s(t.shape)} does not hold {tile} tiles of output {shape} (needs {list(need)})")
+    return [TensorType(t.dtype, tuple(shape))]
+
+
+def _assemble_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.ndarray]:
+    t = inputs[0]
+    assert t is not None
+    (mh, mw), (n, k, h, w) = attrs["tile"], attrs["output_shape"]
+    th, tw = -(-h // mh), -(-w // mw)
+    y = t.reshape(mh, mw, k, n, th, tw).transpose(3, 2, 4, 0, 5, 1).reshape(n, k, th * mh, tw * mw)
+    return [np.ascontiguousarray(y[:, :, :h, :w])]
+
+
+register(OpDef("AssembleTiles", _assemble_infer, _assemble_ref,
+               {"tile": Attr("ints"), "output_shape": Attr("ints")}, (1, 1), (1, 1),
+               doc="Inverse layout of ExtractTiles for non-overlapping output tiles: (mh*mw, K*N*th*tw) -> "
+                   "(N, K, H, W), tiles cut at the bottom/right edge (Tessera-internal: Winograd output)."))
+
+
 # ---- LRN -----------------------------------------------------------------------------------
 
 

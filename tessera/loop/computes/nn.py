@@ -392,6 +392,30 @@ def _space_to_depth(ctx: ComputeContext) -> list[Tensor]:
     return [compute(ctx.out_shape(), body, "space_to_depth")]
 
 
+@compute_def("ExtractTiles", "injective")
+def _extract_tiles(ctx: ComputeContext) -> list[Tensor]:
+    x = ctx.input(0)
+    (_, kw), (sh, sw), (pt, pl, pb, pr) = ctx.attrs["kernel_shape"], ctx.attrs["strides"], ctx.attrs["pads"]
+    xp = pad_tensor(x, [0, 0, pt, pl], [*x.shape[:2], x.shape[2] + pt + pb, x.shape[3] + pl + pr], const(0, x.dtype))
+
+    def body(q: Expr, c: Expr, n: Expr, i: Expr, j: Expr) -> Expr:
+        return xp[n, c, i * sh + q // kw, j * sw + q % kw]
+
+    return [compute(ctx.out_shape(), body, "extract_tiles")]
+
+
+@compute_def("AssembleTiles", "injective")
+def _assemble_tiles(ctx: ComputeContext) -> list[Tensor]:
+    t = ctx.input(0)
+    (mh, mw), (n, _, h, w) = ctx.attrs["tile"], ctx.attrs["output_shape"]
+    th, tw = -(-h // mh), -(-w // mw)
+
+    def body(b: Expr, k: Expr, y: Expr, x: Expr) -> Expr:
+        return t[(y % mh) * mw + x % mw, ((k * n + b) * th + y // mh) * tw + x // mw]
+
+    return [compute(ctx.out_shape(), body, "assemble_tiles")]
+
+
 # ---- LRN -----------------------------------------------------------------------------------------
 
 
