@@ -8,8 +8,8 @@ its reduction, how each factor of the reduction body is indexed) and from the ta
 Every stage falls into one *kind* (by structure):
 
 - ``elementwise`` (no reduction): short inner axes are fused until the innermost loop is a
-  multiple of the vector width, which is split off and vectorized; outer axes are fused into
-  one parallel loop.
+  multiple of the vector width (while every load stays affine in it: no per-lane index
+  divisions), which is split off and vectorized; outer axes are fused into one parallel loop.
 - ``tiled`` (a sum whose body is a product of operands, e.g. matmul, convolution): register
   tiling. The innermost output axis (fused with its neighbours while they are short) is the
   vector axis ``v``; an axis ``m`` that only the broadcast operand depends on is unrolled

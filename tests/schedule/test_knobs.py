@@ -204,6 +204,21 @@ def test_elementwise_fuses_short_inner_axes_into_vector_code() -> None:
     assert "tsr_f32x8" in src and "/" not in src.split("{", 1)[1]  # vector code, no div/mod index math
 
 
+def test_elementwise_does_not_fuse_axes_into_per_lane_index_divisions() -> None:
+    # a per-channel bias over 7x7 maps: 7 * 7 is no multiple of the lanes, and fusing the channel axis
+    # too would make the vector lanes recompute c = f // 49 for the bias load (a gather)
+    x, b = placeholder((4, 7, 7), "f32", "x"), placeholder((4,), "f32", "b")
+    outs = [compute((4, 7, 7), lambda c, h, w: x[c, h, w] + b[c], "bias")]
+    (st,) = build_stages(outs)
+    assert default_knobs(st, TARGET)["fuse_inner"] == 0
+    kern = KernelBuilder("bias", [x, b], outs).build([st], {st.name: default_schedule(st, TARGET)})
+    src = render_kernel(kern, {"f32": 8})
+    assert "/ 49" not in src and "% 49" not in src
+    outs = [compute((4, 6, 4), lambda c, h, w: x[c, h, w] + b[c], "bias")]  # h*w = 24 = 3 vectors: affine
+    (st,) = build_stages(outs)
+    assert default_knobs(st, TARGET)["fuse_inner"] == 1
+
+
 def test_swap_replaces_a_gather_pack_by_constant_panels() -> None:
     # a padded 3x3 conv with a long reduction (32 * 9 = 288): with constant weights the vectors run
     # along the output channels (weights pre-packed) instead of packing the activation's im2col per call
