@@ -214,6 +214,7 @@ def test_elementwise_does_not_fuse_axes_into_per_lane_index_divisions() -> None:
     kern = KernelBuilder("bias", [x, b], outs).build([st], {st.name: default_schedule(st, TARGET)})
     src = render_kernel(kern, {"f32": 8})
     assert "/ 49" not in src and "% 49" not in src
+    x = placeholder((4, 6, 4), "f32", "x")
     outs = [compute((4, 6, 4), lambda c, h, w: x[c, h, w] + b[c], "bias")]  # h*w = 24 = 3 vectors: affine
     (st,) = build_stages(outs)
     assert default_knobs(st, TARGET)["fuse_inner"] == 1
