@@ -291,23 +291,25 @@ def _fused_loads_affine(stage: Stage, fuse: int) -> bool:
     """Whether every load's address is affine in the innermost loop after fusing ``fuse`` outer
     axes into it."""
     n = _Nest(stage)
+    inner = _fuse_trailing(n, fuse)[-1]
+    env = n.nest.axis_expr
+    return all(stride_along(substitute(_address(ld), env), inner) is not None for ld in loads_in(stage.body))
+
+
+def _fuse_trailing(n: _Nest, count: int) -> list[str]:
+    """Fuse the ``count`` loops before the innermost one into it; returns the loop names after."""
     axes = [lp.name for lp in n.nest.loops]
-    for _ in range(fuse):
+    for _ in range(min(count, len(axes) - 1)):
         n.do("fuse", axes[-2], axes[-1])
         axes = [*axes[:-2], f"{axes[-2]}_{axes[-1]}"]
-    env = n.nest.axis_expr
-    return all(stride_along(substitute(_address(ld), env), axes[-1]) is not None for ld in loads_in(stage.body))
+    return axes
 
 
 def _elementwise(stage: Stage, knobs: Knobs) -> list[Step]:
     n = _Nest(stage)
-    axes = [lp.name for lp in n.nest.loops]
-    if not axes:
+    if not n.nest.loops:
         return n.steps
-    for _ in range(min(int(knobs["fuse_inner"]), len(axes) - 1)):
-        fused = f"{axes[-2]}_{axes[-1]}"
-        n.do("fuse", axes[-2], axes[-1])
-        axes = [*axes[:-2], fused]
+    axes = _fuse_trailing(n, int(knobs["fuse_inner"]))
     last = axes[-1]
     outer = axes[:-1]
     vec = int(knobs["vector"])
