@@ -1,8 +1,12 @@
 """Standalone single-kernel harness: build one scheduled kernel as a shared library with a timing
 entry point, and the data it runs on (seeded random inputs; constants pre-packed as the schedule asks).
 
-The library exports ``tsr_bench(void* const* args, int reps, double* seconds)`` (runs the kernel
-``reps`` times, one wall-clock time per run) and ``tsr_set_num_threads(int)``."""
+The library exports ``tsr_bench(void* const* args, int reps, double* seconds, void* const* cold,
+const long long* cold_bytes, int n_cold)`` (runs the kernel ``reps`` times, one wall-clock time per
+run; before each run the ``n_cold`` buffers ``cold`` are evicted from every cache level) and
+``tsr_set_num_threads(int)``. Eviction is how a model runs a kernel: its weights were last touched
+one inference ago, long out of cache, while its activations were just written by the kernel
+before; timing with warm weights overrates schedules that re-read them."""
 
 from __future__ import annotations
 
@@ -28,8 +32,27 @@ static double tsr_now(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
-void tsr_bench(void* const* a, int reps, double* seconds) {
+static void tsr_evict(void* const* bufs, const long long* bytes, int n) {
+  for (int i = 0; i < n; ++i) {
+    const char* p = (const char*)bufs[i];
+    for (long long o = 0; o < bytes[i]; o += 64) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_clflush(p + o);
+#elif defined(__aarch64__)
+      __asm__ volatile("dc civac, %0" : : "r"(p + o) : "memory");
+#endif
+    }
+  }
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_mfence();
+#elif defined(__aarch64__)
+  __asm__ volatile("dsb ish" : : : "memory");
+#endif
+}
+void tsr_bench(void* const* a, int reps, double* seconds, void* const* cold, const long long* cold_bytes,
+               int n_cold) {
   for (int r = 0; r < reps; ++r) {
+    tsr_evict(cold, cold_bytes, n_cold);
     double t0 = tsr_now();
     CALL;
     seconds[r] = tsr_now() - t0;
@@ -52,6 +75,7 @@ class ArgSpec:
     shape: tuple[int, ...]
     dtype: str  # NumPy dtype name
     data: np.ndarray | None = None
+    constant: bool = False  # a model constant (weights) or a panel packed from one
 
 
 @dataclass
@@ -102,13 +126,13 @@ def render_kernel_source(gc: GroupCompute, schedules: dict[str, list[Step]], dat
     for k, buf in enumerate(kernel.params):
         dt = np_dtype(buf.dtype).name
         if k < n_in:
-            args.append(ArgSpec("input", buf.shape, dt, data[gc.inputs[k]]))
+            args.append(ArgSpec("input", buf.shape, dt, data[gc.inputs[k]], gc.inputs[k] in consts))
         elif k < n_in + n_out:
             args.append(ArgSpec("output", buf.shape, dt))
         elif k < n_in + n_out + n_ws:
             args.append(ArgSpec("workspace", buf.shape, dt))
         else:
-            args.append(ArgSpec("packed", buf.shape, dt, packed[k - n_in - n_out - n_ws]))
+            args.append(ArgSpec("packed", buf.shape, dt, packed[k - n_in - n_out - n_ws], True))
     return source, BuiltKernel(Path(), args, kernel)
 
 

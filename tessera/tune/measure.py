@@ -62,14 +62,17 @@ def compare_outputs(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarra
 class Measurer:
     """Builds and times candidates. ``threads``: OpenMP threads per run (default: the target's cores);
     ``timeout``: seconds one candidate may take in the worker (checked run + timed runs);
-    ``statistic``: "median" or "min" of the timed runs."""
+    ``statistic``: "median" or "min" of the timed runs; ``cold_constants``: evict the kernel's
+    constants (weights, packed panels) from the caches before every run, as they are when a model
+    runs (see :mod:`tessera.tune.harness`)."""
 
     def __init__(self, target: Any, threads: int | None = None, timeout: float = 20.0, min_seconds: float = 0.05,
                  min_repeat: int = 3, max_repeat: int = 50, build_workers: int | None = None,
-                 rtol: float = 1e-3, statistic: str = "median") -> None:
+                 rtol: float = 1e-3, statistic: str = "median", cold_constants: bool = True) -> None:
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
         self.statistic = statistic
+        self.cold_constants = cold_constants
         self.target = target
         self.threads = threads or target.effective_cores()
         self.timeout = timeout
@@ -143,8 +146,8 @@ class Measurer:
             self._kill()
             self._start()
         job = {"library": str(built.library), "threads": self.threads, "min_seconds": self.min_seconds,
-               "min_repeat": self.min_repeat, "max_repeat": self.max_repeat,
-               "args": [(a.role, a.shape, a.dtype, a.data) for a in built.args]}
+               "min_repeat": self.min_repeat, "max_repeat": self.max_repeat, "cold_constants": self.cold_constants,
+               "args": [(a.role, a.shape, a.dtype, a.data, a.constant) for a in built.args]}
         proc = self._proc
         try:
             write_frame(proc.stdin, job)

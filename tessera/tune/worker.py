@@ -29,11 +29,13 @@ def _aligned(shape: tuple[int, ...], dtype: str) -> np.ndarray:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run one candidate: one checked run (its outputs are returned), then ``repeat`` timed runs
-    (at least ``min_seconds`` of kernel time in all, at most ``max_repeat``)."""
+    (at least ``min_seconds`` of kernel time in all, at most ``max_repeat``); with ``cold_constants``,
+    the constant arguments are evicted from the caches before each run."""
     lib = ctypes.CDLL(job["library"])
     lib.tsr_set_num_threads(ctypes.c_int(int(job["threads"])))
     arrays = []
-    for role, shape, dtype, data in job["args"]:
+    cold = []
+    for role, shape, dtype, data, constant in job["args"]:
         a = _aligned(tuple(shape), dtype)
         if data is not None:
             a[...] = data
@@ -42,13 +44,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         else:
             a.view(np.uint8)[...] = 0x5A
         arrays.append((role, a))
+        if constant and job.get("cold_constants"):
+            cold.append(a)
     ptrs = (ctypes.c_void_p * max(len(arrays), 1))(*[a.ctypes.data for _, a in arrays])
+    cold_ptrs = (ctypes.c_void_p * max(len(cold), 1))(*[a.ctypes.data for a in cold])
+    cold_bytes = (ctypes.c_longlong * max(len(cold), 1))(*[a.nbytes for a in cold])
+
+    def bench(reps: int, seconds: Any) -> None:
+        lib.tsr_bench(ptrs, ctypes.c_int(reps), seconds, cold_ptrs, cold_bytes, ctypes.c_int(len(cold)))
+
     first = (ctypes.c_double * 1)()
-    lib.tsr_bench(ptrs, ctypes.c_int(1), first)
+    bench(1, first)
     outputs = [a.copy() for role, a in arrays if role == "output"]
     reps = int(min(job["max_repeat"], max(job["min_repeat"], job["min_seconds"] / max(first[0], 1e-7))))
     times = (ctypes.c_double * reps)()
-    lib.tsr_bench(ptrs, ctypes.c_int(reps), times)
+    bench(reps, times)
     seq = list(times)
     return {"status": "ok", "outputs": outputs, "median": statistics.median(seq), "times": seq}
 

@@ -50,6 +50,23 @@ def test_harness_runs_a_kernel_with_packed_constant_weights() -> None:
         Measurer(TARGET, statistic="mean")
 
 
+@pytest.mark.parametrize("cold", [True, False])
+def test_constants_are_marked_and_evicted_before_each_run(cold: bool) -> None:
+    task = extract_tasks(matmul_relu())[0]
+    space = TaskSpace(task.gc, TARGET)
+    data = task_data(task.gc, seed=0)
+    built = build_kernel(task.gc, space.schedules(space.default()), data, TARGET)
+    # the activation is not a constant; the weight input and its packed panel are
+    assert [(a.role, a.constant) for a in built.args if a.role in ("input", "packed")] == [
+        ("input", False), ("input", True), ("packed", True)]
+    x, w = (data[t].astype(np.float64) for t in task.gc.inputs)
+    with Measurer(TARGET, min_seconds=0.01, cold_constants=cold) as m:
+        assert m.cold_constants is cold
+        res = m.run(built, [np.maximum(x @ w, 0).astype(np.float32)])
+    assert res.status == "ok", res.error  # evicting (clflush) leaves the data intact
+    assert len(res.times) >= 3
+
+
 def test_failing_candidates_recorded_never_chosen_and_compile_uses_best(tmp_path: Path) -> None:
     g = conv_relu()
     tasks = extract_tasks(g)
