@@ -95,9 +95,11 @@ def rel_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
 
 def measure(
     w: Workload, systems: list[str], threads: int, reps: int, warmup: int, gap_s: float = 0.0,
-    log: Any = None,
+    log: Any = None, warm_calls: int = 0,
 ) -> list[SystemResult]:
     """Prepare each system, warm each up, then time ``reps`` round-robin rounds (rotating the start).
+    In a round each system makes ``warm_calls`` untimed calls right before its timed one (steady-state
+    latency: thread pools awake, as in back-to-back serving); ``gap_s`` is slept after each timed call.
 
     Every system's outputs are checked once against PyTorch eager's."""
     results = {name: SystemResult(name) for name in systems}
@@ -134,8 +136,10 @@ def measure(
     for rep in range(reps):
         k = rep % len(order) if order else 0
         for name in order[k:] + order[:k]:
-            t0 = time.perf_counter()
             try:
+                for _ in range(warm_calls):
+                    runners[name].run()
+                t0 = time.perf_counter()
                 runners[name].run()
             except Exception as e:  # noqa: BLE001
                 results[name].status, results[name].note = "error", first_line(e)

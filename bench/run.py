@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--systems", type=_csv, default=list(ALIASES),
                    help=f"subset of {','.join(ALIASES)} (default: all)")
     p.add_argument("--gap-ms", type=float, default=0.0, help="sleep between timed calls (lets spinning pools idle)")
+    p.add_argument("--warm-calls", type=int, default=0,
+                   help="untimed calls of a system right before each of its timed calls (steady-state latency)")
     p.add_argument("--no-peak", action="store_true", help="skip the FMA/GEMM peak measurements")
     p.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")
     args = p.parse_args(argv)
@@ -127,7 +129,7 @@ def run_model(name: str, args: argparse.Namespace, tmp: Path, log: Console) -> l
             tess_note = f"failed: {first_line(e)}"
         w.flops_source += f"; tessera count_flops: {tess_note}"
         results = measure(w, args.systems, args.threads, args.reps, args.warmup, args.gap_ms / 1e3,
-                          log=lambda m: log.print(f"[dim]{m}[/]"))
+                          log=lambda m: log.print(f"[dim]{m}[/]"), warm_calls=args.warm_calls)
         points.append(PointResult(name, batch, w.flops, w.flops_source, results))
         del zm, w, results
         torch._dynamo.reset()
@@ -165,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                                   f"PyTorch eager: max rel err {s.rel_err:.2e} > {MISMATCH_TOL:g}[/]")
             points.extend(new)
     out.print(summary_table(points))
-    out.print(f"[dim]median of {args.reps} round-robin rounds after {args.warmup} warm-up calls, "
+    warm = f" ({args.warm_calls} untimed call(s) right before each timed one)" if args.warm_calls else ""
+    gap = f", {args.gap_ms:g} ms idle after each timed call" if args.gap_ms else ""
+    out.print(f"[dim]median of {args.reps} round-robin rounds{warm}{gap} after {args.warmup} warm-up calls, "
               f"{args.threads} threads; max rel err = max|out - eager| / max|eager|; "
               "setup s = build + first call (Tessera: tessera.compile wall time)[/]")
     end_load = load_average()

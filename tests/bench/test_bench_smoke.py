@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -114,6 +115,22 @@ def test_mismatch_and_failures_are_reported(tiny: Workload, monkeypatch: pytest.
     assert by["torch.compile"].note == "RuntimeError: inductor exploded"
     text = _render(point_table(harness.PointResult("tiny", 2, tiny.flops, "", results), None, None))
     assert "MISMATCH" in text and "inductor exploded" in text
+
+
+def test_warm_calls_run_untimed_before_each_timed_call(tiny: Workload, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float] = []
+
+    def counted(w: Workload, threads: int) -> Runner:
+        def run() -> list[np.ndarray]:
+            calls.append(time.perf_counter())
+            time.sleep(0.002 if len(calls) > 1 and len(calls) % 3 == 1 else 0.0)  # only the timed calls are slow
+            return [np.zeros((2, 10), np.float32)]
+        return Runner(run, lambda r: r, 0.0)
+
+    monkeypatch.setitem(peers.SYSTEMS, "counted", counted)
+    results = measure(tiny, ["counted"], threads=2, reps=4, warmup=1, warm_calls=2)
+    assert len(calls) == 1 + 4 * 3  # warm-up, then per round 2 untimed + 1 timed call
+    assert len(results[0].times_ms) == 4 and min(results[0].times_ms) >= 2.0
 
 
 @pytest.mark.slow
