@@ -27,6 +27,7 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
 import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from rich.console import Console  # noqa: E402
@@ -54,6 +55,16 @@ def _csv(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
+def _non_negative(kind: type) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench.sh", description=__doc__.splitlines()[0])
     p.add_argument("--models", type=_csv, default=list(DEFAULT_MODELS), help="comma-separated zoo models")
@@ -63,8 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--systems", type=_csv, default=list(ALIASES),
                    help=f"subset of {','.join(ALIASES)} (default: all)")
-    p.add_argument("--gap-ms", type=float, default=0.0, help="sleep between timed calls (lets spinning pools idle)")
-    p.add_argument("--warm-calls", type=int, default=0,
+    p.add_argument("--gap-ms", type=_non_negative(float), default=0.0,
+                   help="sleep between timed calls (lets spinning pools idle)")
+    p.add_argument("--warm-calls", type=_non_negative(int), default=0,
                    help="untimed calls of a system right before each of its timed calls (steady-state latency)")
     p.add_argument("--no-peak", action="store_true", help="skip the FMA/GEMM peak measurements")
     p.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")

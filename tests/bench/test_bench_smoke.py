@@ -133,6 +133,17 @@ def test_warm_calls_run_untimed_before_each_timed_call(tiny: Workload, monkeypat
     assert len(results[0].times_ms) == 4 and min(results[0].times_ms) >= 2.0
 
 
+@pytest.mark.parametrize("option", ["--warm-calls", "--gap-ms"])
+def test_negative_counts_are_rejected(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.run import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args([option, "-1"])
+    assert e.value.code == 2
+    assert f"argument {option}: must be >= 0, got -1" in capsys.readouterr().err
+    assert parse_args([option, "2"]).warm_calls == (2 if option == "--warm-calls" else 0)
+
+
 @pytest.mark.slow
 def test_end_to_end_mobilenet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench.run import main
