@@ -1,10 +1,11 @@
-"""C code generation for loop-IR kernels (GCC; OpenMP for parallel loops, vector extensions for SIMD).
+"""C code generation for loop-IR kernels (GCC; a thread pool for parallel loops, vector extensions for SIMD).
 
 :func:`render_kernel` emits one C function per kernel; :func:`render_module` adds the prelude.
 Loop kinds:
 
-* ``parallel``: ``#pragma omp parallel for schedule(static)`` on the outermost one; parallel
-  loops nested inside it run serially.
+* ``parallel``: the outermost one is outlined into a function over an iteration range and run by
+  the module's thread pool (:mod:`tessera.codegen.c_pool`); parallel loops nested inside it run
+  serially.
 * ``vectorized``: explicit vector code (see :mod:`tessera.codegen.c_vector`) when every access is
   contiguous or invariant in the loop variable and the body is a list of stores over supported
   operations; otherwise a scalar loop, marked ``#pragma omp simd`` only when iterations provably
@@ -29,12 +30,14 @@ loop variables to ``i0..``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tessera.codegen.c_expr import ScalarExprs
+from tessera.codegen.c_pool import POOL_RUNTIME
 from tessera.codegen.c_types import FLOATS, WIDTH, c_type, check_ident, literal, prelude, vec_type, vector_ok
 from tessera.codegen.c_vector import (
     NotPromotable,
@@ -54,10 +57,11 @@ if TYPE_CHECKING:
 __all__ = ["render_kernel", "render_module", "c_type"]
 
 MAX_PROMOTED = 512  # elements of a local buffer that may be scalar-replaced (32 registers of 16 lanes)
-MAX_STACK_BYTES = 64 * 1024  # larger local buffers go to the heap (OpenMP thread stacks are small)
+MAX_STACK_BYTES = 64 * 1024  # larger local buffers go to the heap (keeps worker-thread stacks small)
 _FULL_UNROLL_EXTENT = 16
 _FULL_UNROLL_SIZE = 512  # statements emitted by one fully unrolled loop
 _VECTOR_UNROLL_STEPS = 16
+_LOOP_VAR = re.compile(r"i[0-9]+\Z")
 _FOLD_IDENTITY = {"add": 0.0, "mul": 1.0, "max": -math.inf, "min": math.inf}
 # independent vector accumulators of a long fold (softmax rows of 128: 4 beat 1 by ~8% and 2 by ~4%); the
 # lanes are folded in order: a tree over lanes measured no faster (rows overlap out of order)
@@ -74,7 +78,7 @@ def render_kernel(kernel: Kernel, vector_lanes: dict[str, int], intrinsics: Iter
 
 def render_module(kernels: list[str], entry: str) -> str:
     """A complete C translation unit: prelude, the rendered kernels, then ``entry``."""
-    return "\n".join([prelude(), *kernels, entry, ""])
+    return "\n".join([prelude(), POOL_RUNTIME, *kernels, entry, ""])
 
 
 def _collapse(e: Expr) -> Expr:
@@ -176,6 +180,8 @@ class _Emitter(ScalarExprs, VectorExprs):
         self.ranges: dict[str, tuple[int, int]] = {}
         self.in_parallel = False
         self.counters: dict[str, int] = {}
+        self.locals: dict[int, Buffer] = {}
+        self.outlined: list[str] = []  # functions of the outlined parallel loops
 
     def fresh(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0)
@@ -197,7 +203,7 @@ class _Emitter(ScalarExprs, VectorExprs):
             params.append(f"{const_q}{c_type(b.dtype)}* restrict p{i}")
             doc.append(f" * p{i}: {b.name} {b.dtype}{list(b.shape)} {'in' if i < k.num_inputs else 'out'}")
         body = self.stmt(k.body, 1)
-        return "\n".join([*math_declarations(self.math_used), f"/* kernel {k.name}", *doc, " */",
+        return "\n".join([*math_declarations(self.math_used), f"/* kernel {k.name}", *doc, " */", *self.outlined,
                           f"void {k.name}({', '.join(params)}) {{", *body, "}", ""])
 
     # ---- scalar expression hooks ---------------------------------------------------------------
@@ -312,6 +318,7 @@ class _Emitter(ScalarExprs, VectorExprs):
             finally:
                 del self.promoted[id(buf)]
         self.names[id(buf)] = name
+        self.locals[id(buf)] = buf
         try:
             if buf.scope == "local" and buf.numel * WIDTH[buf.dtype] <= MAX_STACK_BYTES:
                 decl = f"{pad}{ct} {name}[{max(buf.numel, 1)}] __attribute__((aligned(64)));  /* {buf.name} */"
@@ -319,7 +326,7 @@ class _Emitter(ScalarExprs, VectorExprs):
             decl = f"{pad}{ct}* restrict {name} = ({ct}*)tsr_alloc({buf.numel} * sizeof({ct}));  /* {buf.name} */"
             return [decl, *self.stmt(s.body, ind), f"{pad}free({name});"]
         finally:
-            del self.names[id(buf)]
+            del self.names[id(buf)], self.locals[id(buf)]
 
     def _promo_lanes(self, s: Allocate) -> int:
         buf = s.buffer
@@ -340,14 +347,44 @@ class _Emitter(ScalarExprs, VectorExprs):
             return [line for k in range(s.extent) for line in self._unrolled_copy(s, k, ind)]
         if s.kind == "vectorized":
             return self.vector_loop(s, ind)
-        if s.kind == "parallel" and not self.in_parallel:
+        if s.kind == "parallel" and not self.in_parallel and not self.promoted:
             self.in_parallel = True
             try:
-                return self.c_loop(s, ind, "#pragma omp parallel for schedule(static)")
+                return self.parallel_loop(s, ind)
             finally:
                 self.in_parallel = False
         pragma = f"#pragma GCC unroll {min(s.extent, _FULL_UNROLL_EXTENT)}" if s.kind == "unrolled" else None
         return self.c_loop(s, ind, pragma)
+
+    def parallel_loop(self, s: For, ind: int) -> list[str]:
+        """``s`` outlined into ``<kernel>_par<k>(captured..., lo, hi)`` and run by the module's thread
+        pool (:mod:`tessera.codegen.c_pool`); captured: the kernel's params, the buffers allocated
+        so far and the enclosing loops' variables, passed through a context struct."""
+        pad, fn = "  " * ind, f"{self.kernel.name}_{self.fresh('par')}"
+        captured: list[tuple[str, str]] = []  # (C declaration of the parameter, C name)
+        for i, b in enumerate(self.kernel.params):
+            const_q = "const " if i < self.kernel.num_inputs else ""
+            captured.append((f"{const_q}{c_type(b.dtype)}* restrict p{i}", f"p{i}"))
+        for buf_id, name in self.names.items():
+            if name.startswith("l"):
+                buf = self.locals[buf_id]
+                captured.append((f"{c_type(buf.dtype)}* restrict {name}", name))
+        captured += [(f"int64_t {cv}", cv) for cv in self.cvars.values() if _LOOP_VAR.match(cv)]
+        cv = self.fresh("i")
+        with self.bind(s.var.name, cvar=cv, rng=(0, s.extent - 1)):
+            inner = self.stmt(s.body, 2)
+        decls = [d for d, _ in captured]
+        fields = "".join(f" {d.replace(' restrict', '')};" for d in decls)
+        self.outlined += [
+            f"static __attribute__((noinline)) void {fn}({', '.join([*decls, 'int64_t lo', 'int64_t hi'])}) {{",
+            f"  for (int64_t {cv} = lo; {cv} < hi; ++{cv}) {{", *inner, "  }", "}",
+            f"typedef struct {{{fields} }} {fn}_ctx;",
+            f"static void {fn}_task(void* c_, int64_t lo, int64_t hi) {{",
+            f"  {fn}_ctx* c = ({fn}_ctx*)c_;",
+            f"  {fn}({', '.join([*(f'c->{n}' for _, n in captured), 'lo', 'hi'])});", "}"]
+        init = ", ".join(n for _, n in captured)
+        return [f"{pad}{{", f"{pad}  {fn}_ctx tsr_ctx = {{{init}}};",
+                f"{pad}  tsr_parallel_for({fn}_task, &tsr_ctx, {s.extent});", f"{pad}}}"]
 
     def c_loop(self, s: For, ind: int, pragma: str | None) -> list[str]:
         pad = "  " * ind

@@ -153,7 +153,7 @@ class CompiledModel:
 
     @property
     def num_threads(self) -> int:
-        """OpenMP threads used by the library; setting it calls ``tsr_set_num_threads``."""
+        """Threads of the library's pool (caller included); setting it calls ``tsr_set_num_threads``."""
         return self._num_threads
 
     @num_threads.setter

@@ -58,12 +58,7 @@ void tsr_bench(void* const* a, int reps, double* seconds, void* const* cold, con
     seconds[r] = tsr_now() - t0;
   }
 }
-void tsr_set_num_threads(int n) {
-#ifdef _OPENMP
-  omp_set_num_threads(n);
-#endif
-  (void)n;
-}
+void tsr_set_num_threads(int n) { tsr_pool_set_threads(n); }
 """
 
 

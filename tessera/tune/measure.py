@@ -24,6 +24,9 @@ from tessera.tune.worker import read_frame, write_frame
 
 STATUSES = ("ok", "wrong", "crash", "timeout", "build_error", "error")
 STATISTICS = ("median", "min")
+# candidates one worker process loads before it is replaced: each library stays loaded with its
+# thread pool's (sleeping) workers, so a long session would otherwise accumulate thousands
+JOBS_PER_WORKER = 200
 
 
 @dataclass
@@ -60,7 +63,7 @@ def compare_outputs(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarra
 
 
 class Measurer:
-    """Builds and times candidates. ``threads``: OpenMP threads per run (default: the target's cores);
+    """Builds and times candidates. ``threads``: threads per run (default: the target's cores);
     ``timeout``: seconds one candidate may take in the worker (checked run + timed runs);
     ``statistic``: "median" or "min" of the timed runs; ``cold_constants``: evict the kernel's
     constants (weights, packed panels) from the caches before every run, as they are when a model
@@ -82,6 +85,7 @@ class Measurer:
         self.rtol = rtol
         self.build_workers = build_workers or max(1, min(4, os.cpu_count() or 1))
         self._proc: subprocess.Popen[bytes] | None = None
+        self._jobs = 0
 
     # ---- building ------------------------------------------------------------------------------
     def build(self, jobs: Sequence[Callable[[], tuple[str, BuiltKernel]]]) -> list[BuiltKernel | Exception]:
@@ -111,6 +115,7 @@ class Measurer:
 
     # ---- running -------------------------------------------------------------------------------
     def _start(self) -> None:
+        self._jobs = 0
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
         self._proc = subprocess.Popen([sys.executable, "-m", "tessera.tune.worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
@@ -142,9 +147,10 @@ class Measurer:
 
     def run(self, built: BuiltKernel, reference: Sequence[np.ndarray] | None) -> MeasureResult:
         """Time ``built`` in the worker; with a ``reference``, its first outputs must match it."""
-        if self._proc is None or self._proc.poll() is not None:
-            self._kill()
+        if self._proc is None or self._proc.poll() is not None or self._jobs >= JOBS_PER_WORKER:
+            self.close()
             self._start()
+        self._jobs += 1
         job = {"library": str(built.library), "threads": self.threads, "min_seconds": self.min_seconds,
                "min_repeat": self.min_repeat, "max_repeat": self.max_repeat, "cold_constants": self.cold_constants,
                "args": [(a.role, a.shape, a.dtype, a.data, a.constant) for a in built.args]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -351,3 +353,26 @@ def test_load_after_store_in_one_vector_step(build) -> None:
     for got_y, got_z in ((yc, zc), (yi, zi)):
         np.testing.assert_array_equal(got_y, 2 * xv)
         np.testing.assert_array_equal(got_z, 2 * xv + 1)
+
+
+@pytest.mark.parametrize("scope", ["local", "global"])  # a stack array / a heap buffer
+def test_parallel_loop_inside_serial_loop_captures_locals_and_loop_vars(build, scope: str) -> None:
+    """The outlined parallel loop sees the enclosing loop's variable and a buffer allocated outside it."""
+    rows, n = 3, 1000  # > MAX_PROMOTED elements: the buffer is an array, not registers
+    x, y = Buffer("x", (rows, n), "f32"), Buffer("y", (rows, n), "f32")
+    tmp = Buffer("tmp", (n,), "f32", scope)
+    b, i, j = Var("b"), Var("i"), Var("j")
+    body = Allocate(tmp, Seq([
+        For(i, n, "parallel", st(tmp, (i,), ld(x, b, i) * 2.0)),
+        For(j, n, "serial", st(y, (b, j), ld(tmp, j) + ld(x, b, const(0)))),
+    ]))
+    k = Kernel("par_in_serial", [x, y], For(b, rows, "serial", body), 1)
+    xv = RNG.standard_normal((rows, n), dtype=np.float32)
+    (out,), (interp,) = _run_both(build, k, [xv])
+    want = xv * 2 + xv[:, :1]
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(interp, want)
+    src = build([k]).source
+    assert "tsr_parallel_for(par_in_serial_par0_task, &tsr_ctx, 1000)" in src
+    assert re.search(r"void par_in_serial_par0\(const float\* restrict p0, float\* restrict p1, "
+                     r"float\* restrict l0, int64_t i0, int64_t lo, int64_t hi\)", src), src

@@ -58,7 +58,7 @@ def test_matmul_accumulator_is_scalar_replaced() -> None:
     # a 4x16 f32 tile with 8 lanes: eight vector variables, no local array
     assert re.search(r"tsr_f32x8 (l0_\d, ){7}l0_7;", src), src[:2000]
     assert "l0[" not in src
-    assert src.count("#pragma omp parallel for schedule(static)") == 1
+    assert src.count("tsr_parallel_for(") == 1
 
 
 def _loop_bodies(asm: list[tuple[int, str]]) -> list[list[str]]:
@@ -117,11 +117,13 @@ def test_no_lanes_means_scalar_code() -> None:
     assert "tsr_f32x8" not in src and "#pragma omp simd" in src
 
 
-def test_nested_parallel_loops_get_one_pragma() -> None:
+def test_nested_parallel_loops_outline_only_the_outer_one() -> None:
     x, y = Buffer("x", (4, 8), "f32"), Buffer("y", (4, 8), "f32")
     i, j = Var("i"), Var("j")
     k = Kernel("nested", [x, y], For(i, 4, "parallel", For(j, 8, "parallel", st(y, (i, j), ld(x, i, j)))), 1)
-    assert render_kernel(k, LANES).count("#pragma omp parallel") == 1
+    src = render_kernel(k, LANES)
+    assert src.count("tsr_parallel_for(") == 1 and "nested_par1" not in src
+    assert "void nested_par0(const float* restrict p0, float* restrict p1, int64_t lo, int64_t hi)" in src
 
 
 def test_unroll_full_or_pragma() -> None:

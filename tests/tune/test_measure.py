@@ -67,6 +67,22 @@ def test_constants_are_marked_and_evicted_before_each_run(cold: bool) -> None:
     assert len(res.times) >= 3
 
 
+def test_worker_process_is_replaced_after_a_number_of_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every loaded candidate keeps its library (and its pool's threads) in the worker: it is recycled."""
+    monkeypatch.setattr("tessera.tune.measure.JOBS_PER_WORKER", 2)
+    task = extract_tasks(matmul_relu())[0]
+    space = TaskSpace(task.gc, TARGET)
+    data = task_data(task.gc, seed=0)
+    built = build_kernel(task.gc, space.schedules(space.default()), data, TARGET)
+    pids = []
+    with Measurer(TARGET, min_seconds=0.001) as m:
+        for _ in range(5):
+            assert m.run(built, None).status == "ok"
+            assert m._proc is not None
+            pids.append(m._proc.pid)
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+
+
 def test_failing_candidates_recorded_never_chosen_and_compile_uses_best(tmp_path: Path) -> None:
     g = conv_relu()
     tasks = extract_tasks(g)
