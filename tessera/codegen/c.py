@@ -182,6 +182,7 @@ class _Emitter(ScalarExprs, VectorExprs):
         self.counters: dict[str, int] = {}
         self.locals: dict[int, Buffer] = {}
         self.outlined: list[str] = []  # functions of the outlined parallel loops
+        self.param_decls: list[tuple[str, str]] = []  # (C declaration, C name) of each kernel param
 
     def fresh(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0)
@@ -201,6 +202,7 @@ class _Emitter(ScalarExprs, VectorExprs):
             self.names[id(b)] = f"p{i}"
             const_q = "const " if i < k.num_inputs else ""
             params.append(f"{const_q}{c_type(b.dtype)}* restrict p{i}")
+            self.param_decls.append((params[-1], f"p{i}"))
             doc.append(f" * p{i}: {b.name} {b.dtype}{list(b.shape)} {'in' if i < k.num_inputs else 'out'}")
         body = self.stmt(k.body, 1)
         return "\n".join([*math_declarations(self.math_used), f"/* kernel {k.name}", *doc, " */", *self.outlined,
@@ -347,6 +349,7 @@ class _Emitter(ScalarExprs, VectorExprs):
             return [line for k in range(s.extent) for line in self._unrolled_copy(s, k, ind)]
         if s.kind == "vectorized":
             return self.vector_loop(s, ind)
+        # a register tile declared outside the loop cannot be shared with other threads: serial then
         if s.kind == "parallel" and not self.in_parallel and not self.promoted:
             self.in_parallel = True
             try:
@@ -361,10 +364,7 @@ class _Emitter(ScalarExprs, VectorExprs):
         pool (:mod:`tessera.codegen.c_pool`); captured: the kernel's params, the buffers allocated
         so far and the enclosing loops' variables, passed through a context struct."""
         pad, fn = "  " * ind, f"{self.kernel.name}_{self.fresh('par')}"
-        captured: list[tuple[str, str]] = []  # (C declaration of the parameter, C name)
-        for i, b in enumerate(self.kernel.params):
-            const_q = "const " if i < self.kernel.num_inputs else ""
-            captured.append((f"{const_q}{c_type(b.dtype)}* restrict p{i}", f"p{i}"))
+        captured = list(self.param_decls)  # (C declaration of the parameter, C name)
         for buf_id, name in self.names.items():
             if name.startswith("l"):
                 buf = self.locals[buf_id]
