@@ -41,15 +41,19 @@ def _threads() -> int:
 def test_num_threads_sizes_the_pool_whatever_openmp_says(mm) -> None:
     comp, feeds, want = mm
     gomp = ctypes.CDLL("libgomp.so.1")  # PyTorch's torch.set_num_threads(1) sets this
+    saved = gomp.omp_get_max_threads()
     gomp.omp_set_num_threads(1)
-    model = CompiledModel(comp.library, comp.manifest, comp.weights, num_threads=1)
-    before = _threads()
-    np.testing.assert_allclose(model(feeds["x"])[0], want, rtol=1e-5, atol=1e-5)
-    assert _threads() == before  # one thread: the caller runs every loop
-    model.num_threads = 3
-    np.testing.assert_allclose(model(feeds["x"])[0], want, rtol=1e-5, atol=1e-5)
-    assert _threads() == before + 2  # two workers started, the caller is the third
-    assert gomp.omp_get_max_threads() == 1  # the process's OpenMP setting is not touched
+    try:
+        model = CompiledModel(comp.library, comp.manifest, comp.weights, num_threads=1)
+        before = _threads()
+        np.testing.assert_allclose(model(feeds["x"])[0], want, rtol=1e-5, atol=1e-5)
+        assert _threads() == before  # one thread: the caller runs every loop
+        model.num_threads = 3
+        np.testing.assert_allclose(model(feeds["x"])[0], want, rtol=1e-5, atol=1e-5)
+        assert _threads() == before + 2  # two workers started, the caller is the third
+        assert gomp.omp_get_max_threads() == 1  # the process's OpenMP setting is not touched
+    finally:
+        gomp.omp_set_num_threads(saved)
 
 
 @needs_proc
