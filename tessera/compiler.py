@@ -237,8 +237,7 @@ def compile_graph(
         "#endif",
         "int tsr_run(void* const* inputs, void* const* outputs, char* weights, char* arena) {",
         "  (void)inputs; (void)outputs; (void)weights; (void)arena;",
-        *calls, *copies,
-        "  return 0;", "}",
+        *calls, *copies, "  return 0;", "}",
         "/* threads for this library's parallel loops (its own pool: no other runtime's setting applies) */",
         "void tsr_set_num_threads(int n) { tsr_pool_set_threads(n); }",
     ])

@@ -365,10 +365,9 @@ class _Emitter(ScalarExprs, VectorExprs):
         so far and the enclosing loops' variables, passed through a context struct."""
         pad, fn = "  " * ind, f"{self.kernel.name}_{self.fresh('par')}"
         captured = list(self.param_decls)  # (C declaration of the parameter, C name)
-        for buf_id, name in self.names.items():
-            if name.startswith("l"):
-                buf = self.locals[buf_id]
-                captured.append((f"{c_type(buf.dtype)}* restrict {name}", name))
+        for buf_id, buf in self.locals.items():
+            name = self.names[buf_id]
+            captured.append((f"{c_type(buf.dtype)}* restrict {name}", name))
         captured += [(f"int64_t {cv}", cv) for cv in self.cvars.values() if _LOOP_VAR.match(cv)]
         cv = self.fresh("i")
         with self.bind(s.var.name, cvar=cv, rng=(0, s.extent - 1)):

@@ -218,7 +218,7 @@ static inline void* tsr_alloc(size_t n) {
 def prelude() -> str:
     """Includes, vector typedefs and scalar helpers shared by all kernels of a module."""
     head = ["#include <stddef.h>", "#include <stdint.h>", "#include <stdlib.h>", "#include <string.h>",
-            "#include <math.h>", "#ifdef _OPENMP", "#include <omp.h>", "#endif", ""]
+            "#include <math.h>", ""]
     return "\n".join([*head, _SIMD_MATH, *_vector_typedefs(), _HELPERS])
 
 

@@ -26,12 +26,6 @@ from tessera.schedule.primitives import Step
 KERNEL_NAME = "tune_kernel"
 
 _ENTRY = """
-#include <time.h>
-static double tsr_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 static void tsr_evict(void* const* bufs, const long long* bytes, int n) {
   for (int i = 0; i < n; ++i) {
     const char* p = (const char*)bufs[i];
@@ -53,9 +47,9 @@ void tsr_bench(void* const* a, int reps, double* seconds, void* const* cold, con
                int n_cold) {
   for (int r = 0; r < reps; ++r) {
     tsr_evict(cold, cold_bytes, n_cold);
-    double t0 = tsr_now();
+    int64_t t0 = tsr_ns();
     CALL;
-    seconds[r] = tsr_now() - t0;
+    seconds[r] = 1e-9 * (double)(tsr_ns() - t0);
   }
 }
 void tsr_set_num_threads(int n) { tsr_pool_set_threads(n); }
