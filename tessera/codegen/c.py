@@ -19,7 +19,10 @@ Loop kinds:
   or product is reassociated, so it differs from the in-order fold by rounding (relative error of
   order ``log2(extent) * eps`` of the sum of magnitudes: ~1e-7 for f32). The schedule opts in by
   vectorizing a reduction loop (:mod:`tessera.schedule.rules`).
-* ``unrolled``: fully unrolled when small, else ``#pragma GCC unroll``.
+* ``unrolled``: fully unrolled when small, else ``#pragma GCC unroll``. The write-back of a register
+  tile whose vector lanes fall on a strided axis of the output while the unrolled rows fall on a
+  contiguous one (a conv tile vectorized over output channels stored to NCHW) is vectorized over
+  the rows instead, on transposed registers (:meth:`_Emitter.store_across_lanes`).
 
 Local buffers whose every access has a constant index after unrolling (an accumulator tile) are
 *scalar-replaced*: kept in named scalar or vector variables so the C compiler holds them in
@@ -29,10 +32,11 @@ loop variables to ``i0..``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -345,6 +349,10 @@ class _Emitter(ScalarExprs, VectorExprs):
     def loop(self, s: For, ind: int) -> list[str]:
         if s.extent <= 0:
             return []
+        if s.extent > 1 and s.kind == "unrolled" and self.promoted and self.full_unroll(s):
+            lines = self.store_across_lanes(s, ind)
+            if lines is not None:
+                return lines
         if s.extent == 1 or (s.kind == "unrolled" and self.full_unroll(s)):
             return [line for k in range(s.extent) for line in self._unrolled_copy(s, k, ind)]
         if s.kind == "vectorized":
@@ -358,6 +366,62 @@ class _Emitter(ScalarExprs, VectorExprs):
                 self.in_parallel = False
         pragma = f"#pragma GCC unroll {min(s.extent, _FULL_UNROLL_EXTENT)}" if s.kind == "unrolled" else None
         return self.c_loop(s, ind, pragma)
+
+    def store_across_lanes(self, s: For, ind: int) -> list[str] | None:
+        """The write-back of a register tile whose vector lanes run along a strided axis of the
+        output while the unrolled loop ``s`` runs along a contiguous one (a conv tile vectorized
+        over output channels, stored to NCHW): vectorized over ``s`` instead, on the tile's
+        registers transposed (``_across_registers``), so the epilogue loads and stores whole
+        vectors instead of one element per lane. None where the nest does not have that form:
+        ``s`` > [unrolled loops] > a vectorized loop of stores that read no stored buffer."""
+        mids, body = [], s.body
+        while isinstance(body, For) and body.kind != "vectorized" and (body.extent == 1 or body.kind == "unrolled"):
+            mids.append(body)
+            body = body.body
+        stores = _stores_only(body.body) if isinstance(body, For) and body.kind == "vectorized" else None
+        if not stores or len(mids) > 2:
+            return None
+        vec, dtype = body, stores[0].buffer.dtype
+        lanes = self.lanes.get(dtype, 1)
+        n = 1 << (min(lanes, s.extent).bit_length() - 1)  # rows per transpose
+        if (any(st.buffer.dtype != dtype or id(st.buffer) in self.promoted for st in stores)
+                or not vector_ok(dtype, lanes) or not vector_ok(dtype, n) or vec.extent % lanes or lanes % n):
+            return None
+        u, v = s.var.name, vec.var.name
+        stored = {id(st.buffer) for st in stores}
+        with ExitStack() as scope:
+            for loop in (s, *mids, vec):
+                scope.enter_context(self.bind(loop.var.name, rng=(0, loop.extent - 1)))
+            for st in stores:
+                flat = self.flat_index(st.buffer, tuple(self.prep(i) for i in st.indices))
+                if linear_coeff(flat, u) != 1 or linear_coeff(flat, v) == 1:
+                    return None
+                if any(id(ld.tensor) in stored for ld in loads_in(st.value)):
+                    return None  # the reordered stores could change what is read
+            if not any(id(ld.tensor) in self.promoted for st in stores for ld in loads_in(st.value)):
+                return None
+        # chunks of n rows; a last, overlapping one covers the rest (stores are idempotent here)
+        starts = [*range(0, s.extent - n + 1, n), *([s.extent - n] if s.extent % n else [])]
+        pad, out, saved = "  " * ind, [], self.row_transposes
+        try:
+            for values in itertools.product(*(range(m.extent) for m in mids)):
+                with ExitStack() as scope:
+                    for m, k in zip(mids, values, strict=True):
+                        scope.enter_context(self.bind(m.var.name, value=k))
+                    for block in range(0, vec.extent, lanes):
+                        lines: list[str] = []
+                        for start in starts:
+                            self.row_transposes = {}
+                            for lane in range(block, block + lanes):
+                                with self.bind(v, value=lane), self.bind(u, rng=(0, s.extent - 1)):
+                                    prepped = [self.prep_store(st) for st in stores]
+                                    lines += self.vector_step(prepped, u, const(start), n)
+                        out += [f"{pad}{{", *(f"{pad}  {x}" for x in lines), f"{pad}}}"]
+        except (NoVec, NotPromotable):
+            return None
+        finally:
+            self.row_transposes = saved
+        return out
 
     def parallel_loop(self, s: For, ind: int) -> list[str]:
         """``s`` outlined into ``<kernel>_par<k>(captured..., lo, hi)`` and run by the module's thread

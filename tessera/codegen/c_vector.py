@@ -14,6 +14,7 @@ calls it on whole vectors, and :func:`math_declarations` gives the includes/prot
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -79,6 +80,10 @@ class Promo:
         return f"{ty} {', '.join(f'{self.name}_{k}' for k in range(n))};"
 
 
+def _finite_const(e: Expr) -> bool:
+    return isinstance(e, Const) and not isinstance(e.value, bool) and math.isfinite(float(e.value))
+
+
 def linear_coeff(e: Expr, v: str) -> int | None:
     """Coefficient of variable ``v`` if ``e`` is affine in it, else None (0 if ``v`` is absent)."""
     if v not in free_vars(e):
@@ -141,6 +146,9 @@ class VectorExprs:
     promoted: dict[int, Promo]
     vector_math: dict[MathKey, Intrinsic]
     math_used: dict[str, tuple[Intrinsic, int]]
+    # set while a register tile is stored across its lanes (see _across_registers): transposed
+    # registers by (tile, register indices)
+    row_transposes: dict[tuple[str, tuple[int, ...]], list[str]] | None = None
 
     def sexpr(self, e: Expr) -> str:
         raise NotImplementedError
@@ -257,6 +265,8 @@ class VectorExprs:
         if isinstance(e, Load):
             buf = e.tensor
             flat = self.flat_index(buf, e.indices)
+            if self.row_transposes is not None and id(buf) in self.promoted and linear_coeff(flat, st.var) != 1:
+                return self._across_registers(buf, flat)
             if buf.dtype != e.dtype or linear_coeff(flat, st.var) != 1:
                 raise NoVec("load not contiguous in the vector variable")
             if e.dtype == "bool":  # stored as bytes; a lane-wide mask would need a widening load
@@ -288,6 +298,44 @@ class VectorExprs:
         if isinstance(e, Call):
             return self._vcall(e, vt)
         raise NoVec(f"{type(e).__name__} {getattr(e, 'op', '')} is not vectorized")
+
+    def _across_registers(self, buf: Buffer, flat: Expr) -> str:
+        """A vector whose lane ``j`` is one lane of the ``j``-th of several registers of a promoted
+        tile (the vector variable steps from register to register): the registers are transposed
+        once, by pairwise interleaving shuffles, and each of their lanes becomes one vector."""
+        st, promo = self._v, self.promoted[id(buf)]
+        big, stride, off = promo.lanes, linear_coeff(flat, st.var), self._offset(flat)
+        if big % st.lanes or not stride or stride % big or not isinstance(off, Const):
+            raise NoVec("not a transposable read of a register tile")
+        rows = [int(off.value) + j * stride for j in range(st.lanes)]
+        if min(rows) < 0 or max(rows) >= buf.numel:
+            raise NoVec("register tile read out of bounds")
+        assert self.row_transposes is not None
+        key = (promo.name, tuple(r // big for r in rows))
+        if key not in self.row_transposes:
+            self.row_transposes[key] = self._transpose([f"{promo.name}_{r // big}" for r in rows], buf.dtype, big)
+        return self.row_transposes[key][rows[0] % big]
+
+    def _transpose(self, regs: list[str], dtype: str, big: int) -> list[str]:
+        """``big`` vectors of ``len(regs)`` (a power of two) lanes: vector ``k`` holds lane ``k`` of
+        each of ``regs`` (vectors of ``big`` lanes), in order."""
+        n, width = len(regs), WIDTH[dtype]
+        vt, mt = vec_type(dtype, big), vec_type(mask_dtype(width), big)
+        masks = ["{" + ", ".join(str(h + i // 2 + (big if i % 2 else 0)) for i in range(big)) + "}"
+                 for h in (0, big // 2)]
+        cur = list(regs)
+        for _ in range(n.bit_length() - 1):  # interleave register i with register i + n/2, lanes low then high
+            cur = [self._emit(vt, f"__builtin_shuffle({cur[i]}, {cur[i + n // 2]}, ({mt}){m})")
+                   for i in range(n // 2) for m in masks]
+        if n == big:
+            return cur
+        out, narrow = [], vec_type(dtype, n)
+        for z in cur:  # lanes g*n .. g*n+n-1 of each: lane (index in cur) * big/n + g of the registers
+            for g in range(big // n):
+                t = self.fresh("t")
+                self._v.lines.append(f"{narrow} {t}; memcpy(&{t}, (const char*)&{z} + {g * n * width}, {n * width});")
+                out.append(t)
+        return out
 
     def _vcall(self, e: Call, vt: str) -> str:
         fn, st = e.fn, self._v
@@ -363,6 +411,13 @@ class VectorExprs:
         if op == "pow" and e.dtype in FLOATS and e.b.dtype == e.dtype:
             return self._emit(vt, f"{self._math_fn('pow', e.dtype, 2)}({a}, {b})", e)
         if op in ("min", "max"):
+            if e.dtype in FLOATS and _finite_const(e.b):
+                # one compare when b cannot be NaN: b where a <= b (max) / a >= b (min), else a (NaN too)
+                m = self._emit(self._vt("bool"), f"{a} {'<=' if op == 'max' else '>='} {b}")
+                return self._emit(vt, self._select(vt, m, b, a), e)
+            if e.dtype in FLOATS and _finite_const(e.a):
+                m = self._emit(self._vt("bool"), f"{a} {'<' if op == 'min' else '>'} {b}")
+                return self._emit(vt, self._select(vt, m, a, b), e)
             return self._emit(vt, self._vcombine(op, vt, a, b, e.dtype), e)
         raise NoVec(f"binary op {op} on {e.dtype} is not vectorized")
 

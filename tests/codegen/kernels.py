@@ -87,6 +87,30 @@ def tiled_matmul(m: int, n: int, k: int, ti: int = 4, tj: int = 16, relu: bool =
     return Kernel(f"matmul_{m}x{n}x{k}", [a, b, c], nest, 2)
 
 
+def matmul_stored_transposed(m: int, n: int, k: int, ti: int, accumulate: bool = False) -> Kernel:
+    """Ct[j, i] = relu(A @ B + bias[j] + R[j, i]) (``+ Ct[j, i]`` with ``accumulate``): a register tile
+    vectorized over columns j, written where j is the strided axis and the unrolled rows i the
+    contiguous one (a conv tile vectorized over output channels, stored to NCHW)."""
+    tj = LANES["f32"]
+    a, b = Buffer("A", (m, k), "f32"), Buffer("B", (k, n), "f32")
+    bias, r, ct = Buffer("bias", (n,), "f32"), Buffer("R", (n, m), "f32"), Buffer("Ct", (n, m), "f32")
+    acc = Buffer("acc", (ti, tj), "f32", "local")
+    io, jo, kk, ii, ji = Var("i.o"), Var("j.o"), Var("k"), Var("i.i"), Var("j.i")
+    row, col = io * ti + ii, jo * tj + ji
+
+    def tile(stmt: Store) -> For:
+        return For(ii, ti, "unrolled", For(ji, tj, "vectorized", stmt))
+
+    out = maximum(ld(acc, ii, ji) + ld(bias, col) + ld(r, col, row), const(0.0, "f32"))
+    body = Seq([
+        tile(st(acc, (ii, ji), const(0.0, "f32"))),
+        For(kk, k, "serial", tile(st(acc, (ii, ji), ld(acc, ii, ji) + ld(a, row, kk) * ld(b, kk, col)))),
+        tile(st(ct, (col, row), out + ld(ct, col, row) if accumulate else out)),
+    ])
+    nest = For(io, m // ti, "parallel", For(jo, n // tj, "serial", Allocate(acc, body)))
+    return Kernel(f"matmul_t{ti}{'_acc' if accumulate else ''}", [a, b, bias, r, ct], nest, 4)
+
+
 def int_ops(n: int = 64) -> Kernel:
     """Integer floordiv / mod / truncating div / min / max on possibly negative i64 and i32 values."""
     x, y = Buffer("x", (n,), "i64"), Buffer("y", (n,), "i64")

@@ -376,3 +376,23 @@ def test_parallel_loop_inside_serial_loop_captures_locals_and_loop_vars(build, s
     assert "tsr_parallel_for(par_in_serial_par0_task, &tsr_ctx, 1000)" in src
     assert re.search(r"void par_in_serial_par0\(const float\* restrict p0, float\* restrict p1, "
                      r"float\* restrict l0, int64_t i0, int64_t lo, int64_t hi\)", src), src
+
+
+@pytest.mark.parametrize("ti,accumulate", [(4, False), (6, False), (8, False), (4, True)])
+def test_register_tile_stored_across_its_lanes(build, ti: int, accumulate: bool) -> None:
+    """A tile vectorized along the output's strided axis is written through transposed registers
+    (rows as vector lanes; 6 rows as two overlapping chunks of 4), unless the epilogue reads the
+    output it writes; the results are the same either way."""
+    m, n, kk = 24, 32, 40
+    k = K.matmul_stored_transposed(m, n, kk, ti, accumulate)
+    a = RNG.standard_normal((m, kk), dtype=np.float32)
+    b = RNG.standard_normal((kk, n), dtype=np.float32)
+    bias, r = RNG.standard_normal(n, dtype=np.float32), RNG.standard_normal((n, m), dtype=np.float32)
+    r[3, 5] = np.nan
+    ct = RNG.standard_normal((n, m), dtype=np.float32) if accumulate else np.zeros((n, m), np.float32)
+    want = np.maximum((a.astype(np.float64) @ b).T + bias[:, None] + r, 0) + (ct if accumulate else 0)
+    want[3, 5] = np.nan
+    built = build([k])
+    built.run(k, [a, b, bias, r, ct])
+    np.testing.assert_allclose(ct, want, rtol=1e-5, atol=1e-4)
+    assert ("__builtin_shuffle" in built.source) != accumulate
