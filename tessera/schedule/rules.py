@@ -104,7 +104,7 @@ class TileChoice:
 VECTOR_DTYPES = ("f32",)
 MIN_TILED_REDUCTION = 8  # reduction length below which register tiling does not pay
 SWAP_MIN_GAIN = 0.1  # lane/row efficiency the swapped orientation must add to be the default
-SWAP_MIN_REDUCTION = 256  # reduction length that amortizes a swapped (strided, scalar) epilogue
+SWAP_MIN_REDUCTION = 256  # reduction length that amortizes a swapped epilogue (strided stores, transposed in registers)
 EXACT_TILE_SHARE = 0.6  # an exact (unpadded) tile wins with at least this share of the padded tile's size
 PACK_MIN_REUSE = 32  # tile rows that must re-read a contiguous activation panel to pay for packing it
 MR_CHOICES = (8, 7, 6, 5, 4, 3, 2, 1)
@@ -613,7 +613,7 @@ def _tiled_defaults(stage: Stage, target: TargetInfo, constants: frozenset[Any])
         # over a small image: vectors along the output channels, rows along the pixels)
         # or when that turns a per-call panel copy of a gathered activation (e.g. the im2col of a
         # padded 3x3 convolution) into compile-time packing of constants, over a reduction long
-        # enough to pay for the scalar, strided stores of the swapped epilogue
+        # enough to pay for the strided stores of the swapped epilogue
         other = _tiled_plan(stage, fuse_v, swap=True)
         other_tile = _default_tile(other, lanes, regs)
         gain = _tile_efficiency(other, other_tile, lanes) - _tile_efficiency(plan, tile, lanes)
