@@ -39,13 +39,20 @@ class SystemResult:
         return min(self.times_ms) if self.times_ms else None
 
     @property
+    def p90_ms(self) -> float | None:
+        """90th percentile: the slow tail (on a shared VM, phases where every call is slow) the median hides."""
+        if len(self.times_ms) < 2:
+            return self.median_ms
+        return statistics.quantiles(self.times_ms, n=10, method="inclusive")[-1]
+
+    @property
     def mismatch(self) -> bool:
         return self.rel_err is not None and not self.rel_err <= MISMATCH_TOL
 
     def to_json(self) -> dict[str, Any]:
         return {
             "system": self.system, "status": self.status, "note": self.note, "times_ms": self.times_ms,
-            "median_ms": self.median_ms, "min_ms": self.min_ms, "setup_s": self.setup_s,
+            "median_ms": self.median_ms, "min_ms": self.min_ms, "p90_ms": self.p90_ms, "setup_s": self.setup_s,
             "compile_s": self.compile_s, "max_rel_err": self.rel_err, "mismatch": self.mismatch,
         }
 
@@ -227,14 +234,14 @@ def point_table(p: PointResult, fma_gflops: float | None, gemm_gflops: float | N
     """The per-(model, batch) table."""
     gf = f"{p.flops / 1e9:.2f} GFLOP/inference ({p.flops_source})" if p.flops else "FLOPs unknown"
     t = Table(title=f"{p.model}  batch {p.batch}  —  {gf}", title_justify="left")
-    for col in ("system", "median ms", "min ms", "× fastest peer", "GFLOP/s", "% FMA peak", "% GEMM",
+    for col in ("system", "median ms", "min ms", "p90 ms", "× fastest peer", "GFLOP/s", "% FMA peak", "% GEMM",
                 "max rel err", "setup s"):
         t.add_column(col, justify="left" if col == "system" else "right")
     t.add_column("note", overflow="fold", max_width=60)
     fastest = p.fastest_peer()
     for s in p.systems:
         if s.median_ms is None:
-            t.add_row(s.system, "n/a", "", "", "", "", "", "", "", f"[yellow]{s.status}: {s.note}[/]")
+            t.add_row(s.system, "n/a", "", "", "", "", "", "", "", "", f"[yellow]{s.status}: {s.note}[/]")
             continue
         rate = p.flops / (s.median_ms * 1e-3) / 1e9 if p.flops else None
         ratio = s.median_ms / fastest.median_ms if fastest else None
@@ -245,7 +252,7 @@ def point_table(p: PointResult, fma_gflops: float | None, gemm_gflops: float | N
             err = f"[green]{err} ✓[/]"
         name = f"[bold]{s.system}[/]" if s is fastest else s.system
         t.add_row(
-            name, f"{s.median_ms:.2f}", f"{s.min_ms:.2f}", _fmt(ratio, ".2f"), _fmt(rate, ".1f"),
+            name, f"{s.median_ms:.2f}", f"{s.min_ms:.2f}", _fmt(s.p90_ms, ".2f"), _fmt(ratio, ".2f"), _fmt(rate, ".1f"),
             _fmt(rate and fma_gflops and 100 * rate / fma_gflops, ".1f"),
             _fmt(rate and gemm_gflops and 100 * rate / gemm_gflops, ".1f"), err,
             _fmt(s.compile_s if s.compile_s is not None else s.setup_s, ".1f"), s.note,

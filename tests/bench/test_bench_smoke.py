@@ -133,6 +133,15 @@ def test_warm_calls_run_untimed_before_each_timed_call(tiny: Workload, monkeypat
     assert len(results[0].times_ms) == 4 and min(results[0].times_ms) >= 2.0
 
 
+def test_p90_reports_the_slow_tail() -> None:
+    from bench.harness import SystemResult
+
+    bimodal = SystemResult("x", times_ms=[40.0] * 7 + [60.0, 61.0, 62.0])  # 30% slow calls
+    assert bimodal.median_ms == 40.0 and bimodal.p90_ms == pytest.approx(61.1)
+    assert SystemResult("y", times_ms=[5.0]).p90_ms == 5.0 and SystemResult("z").p90_ms is None
+    assert bimodal.to_json()["p90_ms"] == pytest.approx(61.1)
+
+
 @pytest.mark.parametrize("option", ["--warm-calls", "--gap-ms"])
 def test_negative_counts_are_rejected(option: str, capsys: pytest.CaptureFixture[str]) -> None:
     from bench.run import parse_args
@@ -157,5 +166,5 @@ def test_end_to_end_mobilenet(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert doc["fma_peak"]["gflops"] is None or doc["fma_peak"]["gflops"] > 10
     (point,) = doc["results"]
     ort = next(s for s in point["systems"] if s["system"] == "ONNX Runtime")
-    assert ort["median_ms"] > 0 and ort["max_rel_err"] < 1e-3
+    assert ort["median_ms"] > 0 and ort["max_rel_err"] < 1e-3 and ort["p90_ms"] >= ort["min_ms"]
     assert point["flops"] > 1e8  # MobileNetV2 is ~0.3 GMAC
