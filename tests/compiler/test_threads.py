@@ -96,3 +96,41 @@ def test_concurrent_calls_into_one_library(mm) -> None:
     for t in ts:
         t.join()
     assert not bad, bad
+
+
+def _allowed_cpus(tid: str) -> set[int]:
+    for line in (TASKS / tid / "status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            out: set[int] = set()
+            for part in line.split(":", 1)[1].strip().split(","):
+                lo, _, hi = part.partition("-")
+                out.update(range(int(lo), int(hi or lo) + 1))
+            return out
+    raise AssertionError(f"no Cpus_allowed_list for thread {tid}")
+
+
+@needs_proc
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_workers_are_kept_off_the_callers_cpu(mm) -> None:
+    """Woken onto the caller's CPU, a worker would wait behind the busy caller (see c_pool): its
+    affinity excludes the CPU the caller runs loops on, and follows the caller when it moves."""
+    comp, feeds, want = mm
+    model = CompiledModel(comp.library, comp.manifest, comp.weights, num_threads=2)
+    cpus = sorted(os.sched_getaffinity(0))
+    pid = os.fork()
+    if pid == 0:  # child: a fresh pool (no workers yet), so its one new thread is the worker
+        code = 1
+        try:
+            before = {t.name for t in TASKS.iterdir()}
+            ok = np.allclose(model(feeds["x"])[0], want, rtol=1e-5, atol=1e-5)
+            (worker,) = {t.name for t in TASKS.iterdir()} - before
+            code = 0 if ok else 2
+            for c in (cpus[0], cpus[1], cpus[0]):
+                os.sched_setaffinity(0, {c})  # this thread only: the caller now runs its loops on c
+                ok = np.allclose(model(feeds["x"])[0], want, rtol=1e-5, atol=1e-5)
+                if not ok or _allowed_cpus(worker) != set(cpus) - {c}:
+                    code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
