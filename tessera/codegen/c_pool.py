@@ -133,11 +133,10 @@ TSR_POOL_FN void tsr_wait_loop(uint32_t* seen) {
 TSR_POOL_FN void tsr_set_affinity(int tid, const unsigned long* mask) {
   syscall(SYS_sched_setaffinity, tid, sizeof(unsigned long) * TSR_MASK_WORDS, mask); /* failure: left as is */
 }
-/* Called by the caller (holding the pool lock) when it runs on ``cpu``: workers get every CPU of the
-   process but that one (all of them when that leaves none). */
+/* Called by the caller (holding the pool lock) when it runs on ``cpu``: workers get the CPUs the caller
+   had at its first loop (those they are created with; read once, so a caller pinned to one CPU later
+   does not confine them to it) but ``cpu``, or all of those when that leaves none. */
 TSR_POOL_FN void tsr_keep_off(int cpu) {
-  /* the CPUs the caller had at the first loop (those the workers are created with), read once: a caller
-     pinned to one CPU later does not confine the workers to it */
   if (tsr_pool.mask_ok < 0) return;
   if (tsr_pool.mask_ok == 0 &&
       syscall(SYS_sched_getaffinity, 0, sizeof(unsigned long) * TSR_MASK_WORDS, tsr_pool.allowed) <= 0) {
