@@ -66,6 +66,7 @@ class PointResult:
     flops: float | None
     flops_source: str
     systems: list[SystemResult]
+    kernels: list[Any] = field(default_factory=list)  # bench.kernels.KernelStat rows (Tessera's kernels)
 
     def get(self, name: str) -> SystemResult | None:
         return next((s for s in self.systems if s.system == name), None)
@@ -76,7 +77,7 @@ class PointResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "batch": self.batch, "flops": self.flops, "flops_source": self.flops_source,
-                "systems": [s.to_json() for s in self.systems]}
+                "systems": [s.to_json() for s in self.systems], "tessera_kernels": [k.to_json() for k in self.kernels]}
 
 
 def first_line(e: BaseException) -> str:

@@ -45,8 +45,9 @@ from bench.harness import (  # noqa: E402
     tessera_flops,
     torch_flops,
 )
+from bench.kernels import kernel_table, profile_kernels  # noqa: E402
 from bench.peak import PeakResult, fma_peak, numpy_gemm_peak  # noqa: E402
-from bench.peers import ALIASES, SYSTEMS, Workload, versions  # noqa: E402
+from bench.peers import ALIASES, SYSTEMS, TESSERA, Workload, versions  # noqa: E402
 
 DEFAULT_MODELS = ("resnet50", "mobilenet_v2", "bert_base", "vit_b16")
 
@@ -78,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sleep between timed calls (lets spinning pools idle)")
     p.add_argument("--warm-calls", type=_non_negative(int), default=0,
                    help="untimed calls of a system right before each of its timed calls (steady-state latency)")
+    p.add_argument("--kernels", type=_non_negative(int), default=8,
+                   help="after timing, profile Tessera's kernels in the model and show the N heaviest (0: skip)")
     p.add_argument("--no-peak", action="store_true", help="skip the FMA/GEMM peak measurements")
     p.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")
     args = p.parse_args(argv)
@@ -142,7 +145,15 @@ def run_model(name: str, args: argparse.Namespace, tmp: Path, log: Console) -> l
         w.flops_source += f"; tessera count_flops: {tess_note}"
         results = measure(w, args.systems, args.threads, args.reps, args.warmup, args.gap_ms / 1e3,
                           log=lambda m: log.print(f"[dim]{m}[/]"), warm_calls=args.warm_calls)
-        points.append(PointResult(name, batch, w.flops, w.flops_source, results))
+        point = PointResult(name, batch, w.flops, w.flops_source, results)
+        tess = point.get(TESSERA)
+        if args.kernels and tess is not None and tess.median_ms is not None:
+            log.print(f"[dim]{name} batch {batch}: profiling Tessera's kernels[/]")
+            try:
+                point.kernels = profile_kernels(onnx_path, w.feeds, args.threads, args.reps, args.gap_ms / 1e3)
+            except Exception as e:  # noqa: BLE001 - the timings stand without the profile
+                log.print(f"[yellow]{name}: kernel profile failed: {first_line(e)}[/]")
+        points.append(point)
         del zm, w, results
         torch._dynamo.reset()
         gc.collect()
@@ -173,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for p in new:
                 out.print(point_table(p, fma.gflops, gemm.gflops))
+                if p.kernels:
+                    out.print(kernel_table(f"{p.model}  batch {p.batch}  —  Tessera's heaviest kernels in the model",
+                                           p.kernels, fma.gflops, args.kernels))
                 for s in p.systems:
                     if s.mismatch:
                         out.print(f"[bold red]!!! {p.model} batch {p.batch}: {s.system} output differs from "

@@ -33,6 +33,19 @@ class Stage:
         return self.tensor.name
 
 
+def stage_flops(st: Stage) -> int:
+    """Arithmetic operations of one stage (a multiply-add counts 2; elementwise: one per element)."""
+    out = 1
+    for d in st.tensor.shape:
+        out *= d
+    if st.reduce is None:
+        return out
+    red = 1
+    for e in st.reduce.extents:
+        red *= e
+    return out * red * (2 if st.reduce.combiner == "sum" else 1)
+
+
 def _loads_of(e: Expr, t: Tensor) -> list[Load]:
     out: list[Load] = []
 

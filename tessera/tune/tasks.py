@@ -12,7 +12,7 @@ from tessera.graph.ir import Graph
 from tessera.graph.passes import winograd
 from tessera.loop.fusion import FusionGroup, partition
 from tessera.loop.instantiate import GroupCompute, instantiate_group
-from tessera.loop.stages import Stage
+from tessera.loop.stages import stage_flops
 from tessera.tune.workload import workload_key
 
 
@@ -28,23 +28,10 @@ class TuneTask:
     nodes: list[str] = field(default_factory=list)  # node names of every instance (for reports)
 
 
-def stage_flops(st: Stage) -> int:
-    """Arithmetic operations of one stage (a multiply-add counts 2; elementwise: one per element)."""
-    out = 1
-    for d in st.tensor.shape:
-        out *= d
-    if st.reduce is None:
-        return out
-    red = 1
-    for e in st.reduce.extents:
-        red *= e
-    return out * red * (2 if st.reduce.combiner == "sum" else 1)
-
-
-def _label(group: FusionGroup, gc: GroupCompute) -> str:
+def kernel_label(group: FusionGroup, shape: Iterable[Any]) -> str:
+    """Readable name of a kernel: its fused operators and its (first) output shape."""
     ops = "+".join(dict.fromkeys(n.op for n in group.nodes))
-    shape = "x".join(str(d) for d in gc.outputs[0].shape) if gc.outputs else ""
-    return re.sub(r"\s+", "", f"{ops}[{shape}]")
+    return re.sub(r"\s+", "", f"{ops}[{'x'.join(str(d) for d in shape)}]")
 
 
 def tasks_from_groups(groups: Iterable[tuple[FusionGroup, GroupCompute]]) -> list[TuneTask]:
@@ -54,7 +41,8 @@ def tasks_from_groups(groups: Iterable[tuple[FusionGroup, GroupCompute]]) -> lis
         key = workload_key(gc)
         task = tasks.get(key)
         if task is None:
-            task = tasks[key] = TuneTask(key, _label(group, gc), gc, 0, sum(stage_flops(s) for s in gc.stages))
+            label = kernel_label(group, gc.outputs[0].shape if gc.outputs else ())
+            task = tasks[key] = TuneTask(key, label, gc, 0, sum(stage_flops(s) for s in gc.stages))
         task.weight += 1
         task.nodes.extend(n.name for n in group.nodes)
     return list(tasks.values())

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from tessera.loop.stages import stage_flops
 from tessera.tune.cost_model import CostModel
 from tessera.tune.database import Record, TuningDB
 from tessera.tune.harness import BuiltKernel, render_kernel_source, task_data
 from tessera.tune.measure import Measurer, MeasureResult
 from tessera.tune.search import Candidate, TaskSearch
-from tessera.tune.tasks import TuneTask, stage_flops
+from tessera.tune.tasks import TuneTask
 
 NUMPY_CHECK_FLOPS = 4_000_000  # stages up to this size also check the default against NumPy
 WINDOW = 3  # rounds over which a task's recent improvement is measured

@@ -142,6 +142,25 @@ def test_p90_reports_the_slow_tail() -> None:
     assert bimodal.to_json()["p90_ms"] == pytest.approx(61.1)
 
 
+def test_kernel_profile_counts_each_kernels_arithmetic(tiny: Workload) -> None:
+    from bench.kernels import kernel_table, profile_kernels
+
+    rows = profile_kernels(tiny.onnx_path, tiny.feeds, threads=1, calls=3, gap_s=0.0)
+    by_op = {r.label.split("[")[0]: r for r in rows}
+    conv = next(r for op, r in by_op.items() if op.startswith("Conv"))
+    gemm = next(r for op, r in by_op.items() if op.startswith(("Gemm", "MatMul")))
+    # 2 x 8 x 8 x 8 outputs x 27 multiply-adds; 2 x 10 outputs x 512 multiply-adds (2 FLOPs each)
+    assert conv.gflop * 1e9 == pytest.approx(2 * 2 * 8 * 8 * 8 * 27) and conv.count == 1
+    assert gemm.gflop * 1e9 == pytest.approx(2 * 2 * 10 * 512)
+    assert "[2x8x8x8]" in conv.label and "Relu" in conv.label  # the activation is fused into the conv
+    assert all(r.ms > 0 for r in rows) and sum(r.share for r in rows) == pytest.approx(1.0)
+    assert rows == sorted(rows, key=lambda r: -r.ms)
+    # the caption wraps to the table's width
+    text = " ".join(_render(kernel_table("tiny kernels", rows, fma_gflops=rows[0].gflops * 4, limit=1)).split())
+    assert "25%" in text and f"{len(rows) - 1} lighter not shown" in text
+    assert conv.to_json()["gflops"] == pytest.approx(conv.gflop / conv.ms * 1e3)
+
+
 @pytest.mark.parametrize("option", ["--warm-calls", "--gap-ms"])
 def test_negative_counts_are_rejected(option: str, capsys: pytest.CaptureFixture[str]) -> None:
     from bench.run import parse_args
@@ -168,3 +187,8 @@ def test_end_to_end_mobilenet(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ort = next(s for s in point["systems"] if s["system"] == "ONNX Runtime")
     assert ort["median_ms"] > 0 and ort["max_rel_err"] < 1e-3 and ort["p90_ms"] >= ort["min_ms"]
     assert point["flops"] > 1e8  # MobileNetV2 is ~0.3 GMAC
+    assert "Tessera's heaviest kernels in the model" in text
+    kernels = point["tessera_kernels"]
+    # the kernels' own arithmetic: the model's multiply-adds plus epilogues, within a few percent
+    assert 0.9 * point["flops"] < sum(k["gflop"] for k in kernels) * 1e9 < 1.2 * point["flops"]
+    assert kernels[0]["ms"] >= kernels[-1]["ms"] > 0
