@@ -164,10 +164,10 @@ TSR_POOL_FN void* tsr_worker(void* arg) {
   int me = (int)(a & 0xffffu);
   uint32_t seen = (uint32_t)(a >> 16);
 #if defined(__linux__)
-  /* the mask was set before this thread was created; a later change reaches it through its id (a mask
-     being rewritten as it is read can only misplace this worker, never change a result) */
-  atomic_store(&tsr_pool.tids[me], (int)syscall(SYS_gettid));
+  /* the mask was set before this thread was created and cannot change until its id is published (the
+     creator holds the pool lock and waits for it); a later change reaches it through that id */
   if (atomic_load_explicit(&tsr_pool.mask_ok, memory_order_acquire) > 0) tsr_set_affinity(0, tsr_pool.mask);
+  atomic_store(&tsr_pool.tids[me], (int)syscall(SYS_gettid));
 #endif
   for (;;) {
     tsr_wait_loop(&seen);
@@ -193,6 +193,7 @@ TSR_POOL_FN void tsr_pool_start(int want) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   uint32_t seq = atomic_load(&tsr_pool.seq);
+  int first = tsr_pool.workers;
   while (tsr_pool.workers < want) {
     pthread_t t;
     uintptr_t arg = (uintptr_t)seq << 16 | (uintptr_t)tsr_pool.workers;
@@ -201,6 +202,13 @@ TSR_POOL_FN void tsr_pool_start(int want) {
     tsr_pool.workers++;
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+#if defined(__linux__)
+  /* a worker not yet running has no id to move it by: wait (once per worker) until each new one has one */
+  for (int k = first; k < tsr_pool.workers; ++k)
+    while (atomic_load(&tsr_pool.tids[k]) == 0) sched_yield();
+#else
+  (void)first;
+#endif
 }
 /* Run fn(ctx, lo, hi) over [0, n) in chunks on the pool; returns when every chunk has run. */
 TSR_POOL_FN void tsr_parallel_for(tsr_task_fn fn, void* ctx, int64_t n) {
