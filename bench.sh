@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
 if ! .venv/bin/python -c "import openvino" >/dev/null 2>&1; then
-  .venv/bin/python -m pip install -q openvino || echo "bench.sh: could not install openvino; it will be skipped" >&2
+  .venv/bin/python -m pip install -q "openvino==2026.4.1" || echo "bench.sh: could not install openvino; it will be skipped" >&2
 fi
 exec .venv/bin/python -m bench.run "$@"
