@@ -27,7 +27,7 @@ from tessera.graph.specialize import specialize
 from tessera.loop.fusion import FusionGroup, partition, view_source
 from tessera.loop.instantiate import instantiate_group
 from tessera.loop.ir import Kernel
-from tessera.loop.stages import stage_flops
+from tessera.loop.stages import kernel_flops
 from tessera.schedule.build import KernelBuilder
 from tessera.schedule.primitives import Step
 from tessera.schedule.rules import schedule_stages
@@ -98,7 +98,7 @@ def lower_group(g: Graph, group: FusionGroup, name: str, target: CpuTarget,
         scheds = schedule_stages(gc.stages, target, frozenset(gc.constants))
     kernel = KernelBuilder(name, gc.inputs, gc.outputs, gc.constants).build(gc.stages, scheds)
     return CompiledKernel(group, kernel, list(group.inputs) + list(group.outputs), scheds, from_db,
-                          sum(stage_flops(st) for st in gc.stages))
+                          kernel_flops(gc.stages))
 
 
 def _kernel_name(k: int, group: FusionGroup) -> str:

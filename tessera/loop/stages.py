@@ -9,6 +9,8 @@ Every other reduction is materialized as a stage of its own.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tessera.loop.expr import Const, Expr, Load, Reduce, Var, children, substitute, transform
@@ -35,15 +37,15 @@ class Stage:
 
 def stage_flops(st: Stage) -> int:
     """Arithmetic operations of one stage (a multiply-add counts 2; elementwise: one per element)."""
-    out = 1
-    for d in st.tensor.shape:
-        out *= d
+    out = math.prod(st.tensor.shape)
     if st.reduce is None:
         return out
-    red = 1
-    for e in st.reduce.extents:
-        red *= e
-    return out * red * (2 if st.reduce.combiner == "sum" else 1)
+    return out * math.prod(st.reduce.extents) * (2 if st.reduce.combiner == "sum" else 1)
+
+
+def kernel_flops(stages: Iterable[Stage]) -> int:
+    """Arithmetic operations of a kernel: the sum over its stages."""
+    return sum(stage_flops(st) for st in stages)
 
 
 def _loads_of(e: Expr, t: Tensor) -> list[Load]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tessera.loop.expr import free_vars, loads_in, substitute
 from tessera.loop.instantiate import GroupCompute
-from tessera.loop.stages import Stage
+from tessera.loop.stages import Stage, kernel_flops, stage_flops
 from tessera.schedule.primitives import LoopNest, Step
 from tessera.schedule.rules import check_replay
 
@@ -31,13 +31,6 @@ FEATURE_NAMES = (*STAGE_FEATURES, "n_stages", "log_kernel_flops")
 
 def _log(x: float) -> float:
     return math.log2(x) if x > 0 else -1.0
-
-
-def _flops(st: Stage) -> int:
-    out = math.prod(st.tensor.shape)
-    if st.reduce is None:
-        return out
-    return out * math.prod(st.reduce.extents) * (2 if st.reduce.combiner == "sum" else 1)
 
 
 def _calls(e: Any) -> int:
@@ -63,7 +56,7 @@ def stage_features(st: Stage, nest: LoopNest, knobs: dict[str, Any], target: Any
     pad = max((p.padded / max(p.extents.get(p.axis, p.padded), 1) for p in nest.packs), default=1.0)
     body = st.reduce.body if st.reduce is not None else st.body
     loads = loads_in(substitute(body, nest.axis_expr))
-    flops = _flops(st)
+    flops = stage_flops(st)
     extents = {lp.name: lp.extent for lp in loops}
     names = [lp.name for lp in loops]
     uses = [(free_vars(ld), _ITEMSIZE.get(ld.dtype, 4)) for ld in loads]
@@ -95,8 +88,8 @@ def stage_features(st: Stage, nest: LoopNest, knobs: dict[str, Any], target: Any
 def kernel_features(gc: GroupCompute, schedules: dict[str, list[Step]], config: list[dict[str, Any]],
                     target: Any) -> list[float]:
     """The feature vector (see :data:`FEATURE_NAMES`) of ``gc`` scheduled by ``schedules``."""
-    heaviest = max(range(len(gc.stages)), key=lambda k: _flops(gc.stages[k]))
+    heaviest = max(range(len(gc.stages)), key=lambda k: stage_flops(gc.stages[k]))
     st = gc.stages[heaviest]
     nest = check_replay(st, schedules.get(st.name, []))
     feats = stage_features(st, nest, config[heaviest] if heaviest < len(config) else {}, target)
-    return [*feats, float(len(gc.stages)), _log(sum(_flops(s) for s in gc.stages))]
+    return [*feats, float(len(gc.stages)), _log(kernel_flops(gc.stages))]

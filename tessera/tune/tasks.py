@@ -12,7 +12,7 @@ from tessera.graph.ir import Graph
 from tessera.graph.passes import winograd
 from tessera.loop.fusion import FusionGroup, partition
 from tessera.loop.instantiate import GroupCompute, instantiate_group
-from tessera.loop.stages import stage_flops
+from tessera.loop.stages import kernel_flops
 from tessera.tune.workload import workload_key
 
 
@@ -42,7 +42,7 @@ def tasks_from_groups(groups: Iterable[tuple[FusionGroup, GroupCompute]]) -> lis
         task = tasks.get(key)
         if task is None:
             label = kernel_label(group, gc.outputs[0].shape if gc.outputs else ())
-            task = tasks[key] = TuneTask(key, label, gc, 0, sum(stage_flops(s) for s in gc.stages))
+            task = tasks[key] = TuneTask(key, label, gc, 0, kernel_flops(gc.stages))
         task.weight += 1
         task.nodes.extend(n.name for n in group.nodes)
     return list(tasks.values())
