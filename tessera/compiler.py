@@ -121,7 +121,16 @@ def compile_graph(
     default database when it exists; False = default schedules only."""
     from tessera.codegen.c import render_kernel, render_module
     from tessera.runtime.memory_plan import BufferLife, plan_memory
-    from tessera.runtime.program import CompileInfo, Manifest, MemoryStats, TargetInfo, TensorSpec, WeightSpec
+    from tessera.runtime.program import (
+        CompileInfo,
+        Manifest,
+        MemoryStats,
+        TargetInfo,
+        TensorSpec,
+        WeightSpec,
+        abi_words,
+        render_abi_c,
+    )
     from tessera.targets.toolchain import build_shared_library
 
     t0 = time.perf_counter()
@@ -225,6 +234,8 @@ def compile_graph(
             nbytes = int(np.prod([int(d) for d in g.types[v].shape], dtype=np.int64)) * g.types[v].dtype.itemsize
             src = loc(r)
             copies.append(f"  memcpy(outputs[{k}], {src}, {nbytes});")
+    spec = [TensorSpec(n, g.types[n].dtype.np.name, tuple(int(d) for d in g.types[n].shape)) for n in g.inputs]
+    ospec = [TensorSpec(n, g.types[n].dtype.np.name, tuple(int(d) for d in g.types[n].shape)) for n in g.outputs]
     entry = "\n".join([
         "/* per-kernel timing, compiled in with -DTSR_PROFILE (read with tsr_profile) */",
         "#ifdef TSR_PROFILE",
@@ -243,13 +254,12 @@ def compile_graph(
         *calls, *copies, "  return 0;", "}",
         "/* threads for this library's parallel loops (its own pool: no other runtime's setting applies) */",
         "void tsr_set_num_threads(int n) { tsr_pool_set_threads(n); }",
+        render_abi_c(abi_words(spec, ospec, int(blob.nbytes), int(plan.arena_bytes))),
     ])
     source = ("#define TSR_PROFILE 1\n" if profile else "") + render_module(rendered, entry)
     library = build_shared_library(source, tgt, f"model_{len(kernels)}k")
     seconds = time.perf_counter() - t0
 
-    spec = [TensorSpec(n, g.types[n].dtype.np.name, tuple(int(d) for d in g.types[n].shape)) for n in g.inputs]
-    ospec = [TensorSpec(n, g.types[n].dtype.np.name, tuple(int(d) for d in g.types[n].shape)) for n in g.outputs]
     features = tuple(f for f in tgt.isa if f in ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl",
                                                    "f16c", "asimd"))
     manifest = Manifest(

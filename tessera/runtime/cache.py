@@ -1,4 +1,4 @@
-"""Content-addressed cache of model libraries and atomic file writes (stdlib only)."""
+"""Content-addressed cache of model libraries (stdlib only)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tessera.runtime.program import ArtifactError
-from tessera.utils import atomic_output
+from tessera.utils import atomic_file
 
 __all__ = ["cache_dir", "sha256_hex", "cached_library"]
 
@@ -25,7 +25,8 @@ def sha256_hex(data: bytes | memoryview) -> str:
 
 
 def cached_library(library: bytes, sha: str | None = None) -> Path:
-    """Path of ``<cache>/<sha256>.so`` holding ``library``; written atomically if absent or damaged.
+    """Path of ``<cache>/<sha256>.so`` holding ``library``; written atomically if absent or damaged
+    (mode ``0o777 & ~umask``: it is mapped executable).
 
     Never rewritten in place: a library already loaded by this or another process stays intact."""
     sha = sha or sha256_hex(library)
@@ -33,9 +34,9 @@ def cached_library(library: bytes, sha: str | None = None) -> Path:
     try:
         if target.is_file() and sha256_hex(target.read_bytes()) == sha:
             return target
-        with atomic_output(target) as tmp:
-            tmp.write_bytes(library)
-            os.chmod(tmp, 0o755)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(target, mode=0o777) as f:
+            f.write(library)
     except OSError as e:
         raise ArtifactError(f"cannot write the model library to the cache {target}: {e}") from e
     return target

@@ -10,9 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from tessera.limits import check_allocation
 from tessera.runtime.cache import cached_library, sha256_hex
 from tessera.runtime.inputs import bind_inputs, check_input
 from tessera.runtime.program import (
+    ABI_MAGIC,
+    ABI_VERSION,
+    DTYPE_CODES,
     ArtifactError,
     ExecutionError,
     Manifest,
@@ -20,7 +24,7 @@ from tessera.runtime.program import (
     check_host_compatible,
 )
 
-__all__ = ["CompiledModel", "aligned_empty", "ALIGNMENT", "default_num_threads"]
+__all__ = ["CompiledModel", "aligned_empty", "ALIGNMENT", "check_abi", "default_num_threads"]
 
 ALIGNMENT = 64
 
@@ -54,6 +58,54 @@ def _dlopen(path: Path, data: bytes, sha: str) -> ctypes.CDLL:
             raise ArtifactError(f"cannot load compiled library {path}: {e}") from e
 
 
+_ENTRY_POINTS = ("tsr_run", "tsr_set_num_threads", "tsr_abi")
+_HEADER = ("ABI magic", "ABI version", "arena bytes", "weights bytes", "input count", "output count")
+_CODE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
+
+
+def _describe_abi(words: list[int], n_in: int) -> list[tuple[str, Any]]:
+    """(what, value) pairs of ABI words, for saying where a library and a manifest differ."""
+    out: list[tuple[str, Any]] = list(zip(_HEADER, words[: len(_HEADER)], strict=False))
+    pos, k = len(_HEADER), 0
+    while pos < len(words):
+        who = f"input {k}" if k < n_in else f"output {k - n_in}"
+        out.append((f"{who} dtype", _CODE_NAMES.get(words[pos], f"code {words[pos]}")))
+        out.append((f"{who} bytes", words[pos + 1] if pos + 1 < len(words) else None))
+        rank = words[pos + 2] if pos + 2 < len(words) else 0
+        dims = words[pos + 3 : pos + 3 + max(rank, 0)]
+        out.append((f"{who} dims", dims))
+        pos, k = pos + 3 + max(rank, 0), k + 1
+    return out
+
+
+def check_abi(lib: ctypes.CDLL, manifest: Manifest, source: str) -> None:
+    """Raise :class:`ArtifactError` unless the library's exported ABI (``tsr_abi``) equals what the
+    manifest declares: arena and weights bytes, input/output count, and each one's dtype, bytes, dims."""
+    fn = lib.tsr_abi
+    fn.argtypes = [ctypes.POINTER(ctypes.c_longlong), ctypes.c_longlong]
+    fn.restype = ctypes.c_longlong
+    want = manifest.abi_words()
+    buf = (ctypes.c_longlong * len(want))()
+    n = int(fn(buf, len(want)))
+    got = list(buf[: max(0, min(n, len(want)))])
+    if n == len(want) and got == want:
+        return
+    if got[:2] != [ABI_MAGIC, ABI_VERSION]:
+        raise ArtifactError(f"{source}: the library exports ABI {got[:2]}, this runtime reads "
+                            f"[{ABI_MAGIC}, {ABI_VERSION}]; recompile the model")
+    lib_desc = _describe_abi(got, got[4] if len(got) > 4 else 0)
+    man_desc = _describe_abi(want, len(manifest.inputs))
+    diff = next(((a, b) for a, b in zip(lib_desc, man_desc, strict=False) if a != b), None)
+    if diff is None:
+        detail = f"the library describes {n} ABI words, the manifest {len(want)}"
+    else:
+        detail = f"{diff[1][0]}: library {diff[0][1]}, manifest {diff[1][1]}"
+    raise ArtifactError(
+        f"{source}: manifest of model {manifest.model_name!r} does not match its library ({detail}); "
+        "the artifact was modified or is corrupt"
+    )
+
+
 def default_num_threads() -> int:
     """Cores this process may run on (its CPU affinity), else the machine's core count."""
     try:
@@ -83,21 +135,33 @@ class CompiledModel:
     ) -> None:
         self.library_path = Path(library_path)
         self.manifest = manifest
-        check_host_compatible(manifest, str(self.library_path))
-        self._weights = self._prepare_weights(weights, copy_weights)
-        self._arena = aligned_empty(max(manifest.arena_bytes, 1))
-        self._lock = threading.Lock()
+        manifest.validate()
+        source = str(self.library_path)
+        check_host_compatible(manifest, source)
+        # what the calls allocate, fixed here: later edits of self.manifest cannot change it
+        self._inputs = tuple(manifest.inputs)
+        self._outputs = tuple(manifest.outputs)
+        check_allocation(manifest.arena_bytes + manifest.weights_nbytes
+                         + sum(s.nbytes for s in (*self._inputs, *self._outputs)),
+                         f"model {manifest.model_name!r} (arena, weights, inputs and outputs)")
         try:
             self.library_bytes = self.library_path.read_bytes()
         except OSError as e:
             raise ArtifactError(f"cannot load compiled library {self.library_path}: {e}") from e
         self.library_sha256 = sha256_hex(self.library_bytes)
         self._lib = _dlopen(self.library_path, self.library_bytes, self.library_sha256)
-        try:
-            self._run = self._lib.tsr_run
-            self._set_threads = self._lib.tsr_set_num_threads
-        except AttributeError as e:
-            raise ArtifactError(f"{self.library_path} is not a Tessera model library (missing symbol: {e})") from e
+        missing = [name for name in _ENTRY_POINTS if not hasattr(self._lib, name)]
+        if missing == ["tsr_abi"]:
+            raise ArtifactError(f"{source} does not export its ABI (tsr_abi): it was built by an older Tessera "
+                                "or by hand; recompile the model")
+        if missing:
+            raise ArtifactError(f"{source} is not a Tessera model library (missing symbol: {', '.join(missing)})")
+        check_abi(self._lib, manifest, source)  # before any other call into the library
+        self._weights = self._prepare_weights(weights, copy_weights)
+        self._arena = aligned_empty(max(manifest.arena_bytes, 1))
+        self._lock = threading.Lock()
+        self._run = self._lib.tsr_run
+        self._set_threads = self._lib.tsr_set_num_threads
         self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self._run.restype = ctypes.c_int
         self._set_threads.argtypes = [ctypes.c_int]
@@ -130,19 +194,19 @@ class CompiledModel:
 
     @property
     def input_specs(self) -> list[TensorSpec]:
-        return list(self.manifest.inputs)
+        return list(self._inputs)
 
     @property
     def output_specs(self) -> list[TensorSpec]:
-        return list(self.manifest.outputs)
+        return list(self._outputs)
 
     @property
     def input_names(self) -> list[str]:
-        return [s.name for s in self.manifest.inputs]
+        return [s.name for s in self._inputs]
 
     @property
     def output_names(self) -> list[str]:
-        return [s.name for s in self.manifest.outputs]
+        return [s.name for s in self._outputs]
 
     @property
     def weights(self) -> np.ndarray:
@@ -176,9 +240,9 @@ class CompiledModel:
 
     def __call__(self, *args: Any) -> list[np.ndarray]:
         """Run the model; inputs positionally or as one mapping by input name."""
-        values = bind_inputs(self.name, self.manifest.inputs, args)
-        arrays = [self._check_input(s, v) for s, v in zip(self.manifest.inputs, values, strict=True)]
-        outputs = [_aligned_like(s) for s in self.manifest.outputs]
+        values = bind_inputs(self.name, self._inputs, args)
+        arrays = [self._check_input(s, v) for s, v in zip(self._inputs, values, strict=True)]
+        outputs = [_aligned_like(s) for s in self._outputs]
         in_ptrs = (ctypes.c_void_p * max(len(arrays), 1))(*[a.ctypes.data for a in arrays])
         out_ptrs = (ctypes.c_void_p * len(outputs))(*[o.ctypes.data for o in outputs])
         with self._lock:
@@ -192,8 +256,8 @@ class CompiledModel:
         return dict(zip(self.output_names, self(*args), strict=True))
 
     def __repr__(self) -> str:
-        sig = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.manifest.inputs)
+        sig = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self._inputs)
         return (
-            f"CompiledModel({self.name!r}, ({sig}) -> {len(self.manifest.outputs)} output(s), "
+            f"CompiledModel({self.name!r}, ({sig}) -> {len(self._outputs)} output(s), "
             f"target={self.manifest.target.name!r}, arena={self.manifest.arena_bytes} B, threads={self.num_threads})"
         )

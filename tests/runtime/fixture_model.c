@@ -4,7 +4,9 @@
  * outputs: sum float32[4,8] = x + w + b (broadcast over rows), staged through the arena
  *          twice int64[3] = 2*y
  *          nthreads int32[1] = OpenMP team size of the parallel region
- * tsr_run returns 3 if y[0] < 0 and 5 if any pointer is not 64-byte aligned. */
+ * tsr_run returns 3 if y[0] < 0 and 5 if any pointer is not 64-byte aligned.
+ * tsr_abi: the ABI words of that layout (tessera.runtime.program.abi_words), written by hand here so
+ * the test checks the Python side's encoding; -DNO_ABI leaves it out, -DABI_ARENA=N changes the arena. */
 #include <stdint.h>
 #include <omp.h>
 
@@ -13,6 +15,25 @@
 #endif
 
 static int misaligned(const void* p) { return ((uintptr_t)p) % 64 != 0; }
+
+#ifndef ABI_ARENA
+#define ABI_ARENA 128
+#endif
+#ifndef NO_ABI
+static const long long abi[] = {
+    0x54534142, 1, ABI_ARENA, 192, 2, 3, /* magic, ABI version, arena, weights, 2 inputs, 3 outputs */
+    11, 128, 2, 4, 8,                    /* x: float32, 128 bytes, rank 2, (4, 8) */
+    8, 24, 1, 3,                         /* y: int64, 24 bytes, (3,) */
+    11, 128, 2, 4, 8,                    /* sum */
+    8, 24, 1, 3,                         /* twice */
+    6, 4, 1, 1,                          /* nthreads: int32, (1,) */
+};
+long long tsr_abi(long long* out, long long capacity) {
+    long long n = (long long)(sizeof abi / sizeof abi[0]);
+    for (long long i = 0; i < n && i < capacity; i++) out[i] = abi[i];
+    return n;
+}
+#endif
 
 void tsr_set_num_threads(int n) { omp_set_num_threads(n); }
 

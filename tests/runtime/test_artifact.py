@@ -16,8 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tessera import utils
 from tessera.runtime import artifact
-from tessera.runtime.artifact import LIBRARY, MANIFEST, WEIGHTS, cache_dir, load_artifact, read_manifest, save_artifact
+from tessera.runtime.artifact import (
+    DIGEST,
+    LIBRARY,
+    MANIFEST,
+    WEIGHTS,
+    cache_dir,
+    load_artifact,
+    read_manifest,
+    save_artifact,
+)
 from tessera.runtime.compiled_model import CompiledModel
 from tessera.runtime.program import ArtifactError, TargetInfo, host_cpu_features
 
@@ -45,14 +55,22 @@ def rewrite_member(src: Path, dst: Path, name: str, data: bytes) -> None:
             zout.writestr(info, data if info.filename == name else zin.read(info.filename))
 
 
+def reseal(src: Path, dst: Path, name: str, data: bytes, key: bytes | None = None) -> Path:
+    """Like :func:`rewrite_member`, with the digest recomputed (and signed with ``key``): what anyone
+    can do without the signing key, so only the checks behind the digest stand in the way."""
+    members = {n: zipfile.ZipFile(src).read(n) for n in (MANIFEST, LIBRARY, WEIGHTS)}
+    members[name] = data
+    return artifact._write(dst, members[MANIFEST], members[LIBRARY], memoryview(members[WEIGHTS]), key)
+
+
 def test_round_trip(model: CompiledModel, saved: Path, fixture_lib: Fixture) -> None:
-    assert sorted(zipfile.ZipFile(saved).namelist()) == sorted([MANIFEST, LIBRARY, WEIGHTS])
+    assert sorted(zipfile.ZipFile(saved).namelist()) == sorted([MANIFEST, LIBRARY, WEIGHTS, DIGEST])
     loaded = load_artifact(saved)
     for a, b in zip(model(X, Y), loaded(X, Y), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(loaded(X, Y)[0], fixture_lib.expected(X, Y)[0], rtol=1e-6)
     m = loaded.manifest
-    assert m.model_name == "fixture" and m.format == "tessera-artifact/1"
+    assert m.model_name == "fixture" and m.format == "tessera-artifact/2"
     assert [s.name for s in m.inputs] == ["x", "y"] and m.weights[1].name == "b"
     assert m.memory is not None and m.compile is not None and m.compile.tessera_version == "0.1.0"
     assert len(m.library_sha256) == 64 and len(m.weights_sha256) == 64
@@ -121,7 +139,7 @@ def test_corrupted_weights_hash_mismatch(saved: Path, fixture_lib: Fixture, tmp_
     bad[5] ^= 0xFF
     out = tmp_path / "bad.tsr"
     rewrite_member(saved, out, WEIGHTS, bytes(bad))
-    with pytest.raises(ArtifactError, match=r"bad.tsr: weights.bin sha256 mismatch"):
+    with pytest.raises(ArtifactError, match=r"bad.tsr: digest mismatch over manifest.json, model.so, weights.bin"):
         load_artifact(out)
 
 
@@ -130,8 +148,12 @@ def test_corrupted_library_hash_mismatch(saved: Path, fixture_lib: Fixture, tmp_
     lib[-1] ^= 0x01
     out = tmp_path / "badlib.tsr"
     rewrite_member(saved, out, LIBRARY, bytes(lib))
-    with pytest.raises(ArtifactError, match=r"badlib.tsr: model.so sha256 mismatch"):
+    with pytest.raises(ArtifactError, match=r"badlib.tsr: digest mismatch .*corrupt or was modified"):
         load_artifact(out)
+    # with the digest recomputed, the manifest's own record of the library still differs
+    with pytest.raises(ArtifactError, match=r"badlib2.tsr: model.so sha256 differs from the manifest's"):
+        load_artifact(reseal(saved, tmp_path / "badlib2.tsr", LIBRARY, bytes(lib)))
+    assert not cache_dir().exists() or not list(cache_dir().iterdir())  # nothing extracted
 
 
 def test_flipped_byte_in_file(saved: Path, fixture_lib: Fixture) -> None:
@@ -154,12 +176,10 @@ def test_bad_manifest(saved: Path, tmp_path: Path) -> None:
         "size": ({**d, "weights_nbytes": 100, "weights": []}, "weights.bin has 192 bytes, manifest declares 100"),
     }
     for key, (content, msg) in cases.items():
-        out = tmp_path / f"{key}.tsr"
-        rewrite_member(saved, out, MANIFEST, json.dumps(content).encode())
+        out = reseal(saved, tmp_path / f"{key}.tsr", MANIFEST, json.dumps(content).encode())
         with pytest.raises(ArtifactError, match=msg):
             load_artifact(out)
-    out = tmp_path / "json.tsr"
-    rewrite_member(saved, out, MANIFEST, b"{not json")
+    out = reseal(saved, tmp_path / "json.tsr", MANIFEST, b"{not json")
     with pytest.raises(ArtifactError, match=r"json.tsr:manifest.json: not valid JSON"):
         load_artifact(out)
 
@@ -185,6 +205,7 @@ def test_missing_cpu_features_are_refused(model: CompiledModel, tmp_path: Path) 
 
 def test_failed_save_leaves_nothing(model: CompiledModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "out" / "model.tsr"
+    path.parent.mkdir()
 
     def boom(src, dst) -> None:
         dst.write(bytes(src[:10]))
@@ -208,34 +229,50 @@ def test_failed_save_keeps_previous_artifact(
     np.testing.assert_array_equal(load_artifact(saved)(X, Y)[1], 2 * Y)
 
 
-def test_killed_save_leaves_no_loadable_file(model: CompiledModel, tmp_path: Path) -> None:
-    """A writer killed mid-save (SIGKILL, no cleanup) leaves at most a hidden temp file."""
-    path = tmp_path / "killed.tsr"
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        import numpy as np
-        from tessera.runtime import artifact
-        from tessera.runtime.compiled_model import CompiledModel
-        from tessera.runtime.program import Manifest
-        m = Manifest.from_json(open({str(tmp_path / "m.json")!r}).read())
-        model = CompiledModel({str(model.library_path)!r}, m, np.load({str(tmp_path / "w.npy")!r}))
-        def die(src, dst):
-            dst.write(bytes(src[:10])); dst.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        artifact._copy_chunks = die
-        artifact.save_artifact(model, {str(path)!r})
-        """
-    )
+KILLED_SAVE = """
+import os, signal, sys
+import numpy as np
+from tessera import utils
+from tessera import utils
+from tessera.runtime import artifact
+from tessera.runtime.compiled_model import CompiledModel
+from tessera.runtime.program import Manifest
+if sys.argv[2] == "named":  # an OS or file system without O_TMPFILE
+    utils._open_anonymous = lambda directory, mode: None
+m = Manifest.from_json(open(sys.argv[3]).read())
+model = CompiledModel(sys.argv[4], m, np.load(sys.argv[5]))
+def die(src, dst):
+    dst.write(bytes(src[:10])); dst.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+artifact._copy_chunks = die
+artifact.save_artifact(model, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("how", ["anonymous", "named"])
+def test_killed_save_leaves_nothing(model: CompiledModel, tmp_path: Path, how: str) -> None:
+    """A writer SIGKILLed mid-save leaves nothing where O_TMPFILE works, at most one hidden,
+    unloadable temporary where it does not; never a file under the final name."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if how == "anonymous":
+        probe = utils._open_anonymous(out_dir, 0o600)
+        if probe is None:
+            pytest.skip("this OS or file system has no O_TMPFILE (the 'named' case covers the fallback)")
+        os.close(probe)
+    path = out_dir / "killed.tsa"
     (tmp_path / "m.json").write_text(model.manifest.to_json())
     np.save(tmp_path / "w.npy", np.asarray(model.weights))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    args = [str(path), how, str(tmp_path / "m.json"), str(model.library_path), str(tmp_path / "w.npy")]
+    proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, *args], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
-    assert not path.exists()
-    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".killed.tsr.")]
-    assert len(leftovers) == 1
-    with pytest.raises(ArtifactError):
-        load_artifact(leftovers[0])
+    left = list(out_dir.iterdir())
+    if how == "anonymous":
+        assert left == []
+    else:
+        assert [p.name.startswith(".killed.tsa.") for p in left] == [True]
+        with pytest.raises(ArtifactError):
+            load_artifact(left[0])
 
 
 def _numpy_wheel() -> Path | None:
