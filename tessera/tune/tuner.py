@@ -16,7 +16,7 @@ import numpy as np
 
 from tessera.loop.stages import stage_flops
 from tessera.tune.cost_model import CostModel
-from tessera.tune.database import Record, TuningDB
+from tessera.tune.database import Record, TuningDB, possible_seconds
 from tessera.tune.harness import BuiltKernel, render_kernel_source, task_data
 from tessera.tune.measure import Measurer, MeasureResult
 from tessera.tune.search import Candidate, TaskSearch
@@ -98,8 +98,14 @@ def tune(tasks: Sequence[TuneTask], target: Any, db: TuningDB, *, trials: int | 
                           lat if have and lat else None, dlat or None, name, status))
 
     def save(s: TaskSearch, c: Candidate, res: MeasureResult, is_default: bool) -> None:
+        status, secs, error = res.status, res.seconds, res.error[:2000]
+        why = possible_seconds(secs, s.task.flops) if status == "ok" else ""
+        if why:  # e.g. a clock too coarse for the kernel: never a record that always wins
+            status, secs, error = "error", None, f"measured an impossible time: {why}"
+        # an ok candidate's outputs matched the default's (or it is the default): verified
         db.add(Record(s.task.key, target.hash, c.config, [[st.to_json() for st in stage] for stage in c.steps],
-                      res.status, res.seconds, is_default, res.error[:2000], s.task.flops, s.task.name, target.name))
+                      status, secs, is_default, error, s.task.flops, s.task.name, target.name),
+               verified=status == "ok")
 
     try:
         _resume(searches, db, target)
@@ -286,6 +292,8 @@ def _verify(task: TuneTask, target: Any, db: TuningDB, meas: Any, seed: int, rou
             if not ts:
                 continue
             t = float(np.median(ts))
+            if possible_seconds(t):
+                continue
             if i is None:
                 default_t = t
                 i = db.default_id(task.key, target.hash) if c.key == default.key else None

@@ -12,6 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tessera.cli import main
 from tessera.tune.database import TuningDB
 
+W1, T1 = "1" * 64, "7" * 64  # workload and target keys are sha256 hex digests
+
 
 def _tiny_onnx(path: Path) -> Path:
     rng = np.random.default_rng(0)
@@ -86,8 +88,8 @@ def test_tuning_db_export_import_info(tmp_path: Path, capsys: pytest.CaptureFixt
 
     src, dst, shared = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "team.jsonl"
     with TuningDB(src) as db:
-        db.add(Record("w1", "t1", [{"tile": [4, 2]}], [[["split", "x0", 8]]], "ok", 1e-3, created=1.0))
-        db.add(Record("w1", "t1", [{"tile": [8, 1]}], [[["split", "x0", 16]]], "crash", None, created=2.0))
+        db.add(Record(W1, T1, [{"tile": [4, 2]}], [[["split", "x0", 8]]], "ok", 1e-3, created=1.0))
+        db.add(Record(W1, T1, [{"tile": [8, 1]}], [[["split", "x0", 16]]], "crash", None, created=2.0))
     assert main(["tuning-db", "export", str(shared), "--db", str(src)]) == 0
     assert "exported 2 records" in capsys.readouterr().out
     assert main(["tuning-db", "import", str(shared), "--db", str(dst)]) == 0
@@ -98,7 +100,7 @@ def test_tuning_db_export_import_info(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["tuning-db", "info", "--db", str(dst)]) == 0
     assert "2 records (1 ok, 1 failed) for 1 workload/target pairs" in capsys.readouterr().out
     with TuningDB(dst) as db:
-        assert db.best("w1", "t1").config == [{"tile": [4, 2]}]
+        assert db.best(W1, T1).config == [{"tile": [4, 2]}]
     assert main(["tuning-db", "export", str(shared), "--db", str(tmp_path / "missing.db")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: tuning database")
     (tmp_path / "bad.jsonl").write_text("not json\n")

@@ -13,11 +13,13 @@ from tessera.tune.tuner import tune
 
 from .helpers import FakeMeasurer, conv_relu, matmul_relu
 
+W1, W2, T1 = "1" * 64, "2" * 64, "7" * 64  # workload and target keys are sha256 hex digests
+
 TARGET = load_target("x86-avx2")
 
 
-def _rec(seconds: float | None, status: str = "ok", workload: str = "w1", created: float = 1.0) -> Record:
-    return Record(workload, "t1", [{"tile": [4, 2]}], [[["split", "x0", 8]]], status, seconds, created=created)
+def _rec(seconds: float | None, status: str = "ok", workload: str = W1, created: float = 1.0) -> Record:
+    return Record(workload, T1, [{"tile": [4, 2]}], [[["split", "x0", 8]]], status, seconds, created=created)
 
 
 def test_round_trip_best_and_failures(tmp_path: Path) -> None:
@@ -26,14 +28,14 @@ def test_round_trip_best_and_failures(tmp_path: Path) -> None:
         db.add(_rec(None, "crash", created=2))
         db.add(_rec(1e-3, created=3))
         db.add(_rec(None, "wrong", created=4))
-        db.add(_rec(5e-4, workload="w2", created=5))
+        db.add(_rec(5e-4, workload=W2, created=5))
         db.add(_rec(1e-3, created=3))  # the same record again: ignored
         assert db.count() == 5
-        best = db.best("w1", "t1")
+        best = db.best(W1, T1)
         assert best is not None and best.seconds == 1e-3 and best.config == [{"tile": [4, 2]}]
         assert best.steps == [[["split", "x0", 8]]]
-        assert db.best("w1", "other-target") is None
-        assert [r.status for r in db.records("w1")] == ["ok", "crash", "ok", "wrong"]
+        assert db.best(W1, "f" * 64) is None
+        assert [r.status for r in db.records(W1)] == ["ok", "crash", "ok", "wrong"]
     with TuningDB(tmp_path / "a.db") as again:  # committed: visible to a new connection
         assert again.count() == 5
 
@@ -48,7 +50,7 @@ def test_export_import(tmp_path: Path) -> None:
         assert other.import_jsonl(tmp_path / "team.jsonl") == 4
         assert other.import_jsonl(tmp_path / "team.jsonl") == 4  # duplicates skipped
         assert other.count() == 4
-        assert other.best("w1", "t1").seconds == 1e-3  # type: ignore[union-attr]
+        assert other.best(W1, T1).seconds == 1e-3  # type: ignore[union-attr]
     (tmp_path / "bad.jsonl").write_text('{"workload": "w"}\n')
     with TuningDB(tmp_path / "c.db") as db, pytest.raises(TuningDBError, match=r"bad.jsonl:1: record lacks"):
         db.import_jsonl(tmp_path / "bad.jsonl")
