@@ -266,4 +266,5 @@ def load_artifact(path: str | os.PathLike[str], *, num_threads: int | None = Non
                              (WEIGHTS, manifest.weights_sha256, weights)), path)
     check_host_compatible(manifest, str(path))
     sha = sha256_hex(library)
-    return CompiledModel(cached_library(library, sha), manifest, weights, copy_weights=False, num_threads=num_threads)
+    return CompiledModel(cached_library(library, sha), manifest, weights, copy_weights=False, num_threads=num_threads,
+                         source=str(path))

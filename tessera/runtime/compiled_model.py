@@ -118,6 +118,8 @@ class CompiledModel:
     """Callable compiled model. ``model(x, y)`` or ``model({"x": x, "y": y})`` returns the list of
     outputs (fresh arrays each call); :meth:`run_dict` returns them by name.
 
+    Before any call into the library, its exported ABI (``tsr_abi``) must equal what the manifest
+    declares (:func:`check_abi`), so no manifest can make a call read or write outside its buffers.
     Inputs must have exactly the declared dtype and static shape (Python lists/scalars are
     converted when the conversion is lossless in kind). One arena per model: concurrent calls
     are serialised by a lock. ``library_bytes``/``library_sha256`` hold the library as loaded, so
@@ -132,11 +134,12 @@ class CompiledModel:
         *,
         copy_weights: bool = True,
         num_threads: int | None = None,
+        source: str | None = None,
     ) -> None:
         self.library_path = Path(library_path)
         self.manifest = manifest
         manifest.validate()
-        source = str(self.library_path)
+        source = source or str(self.library_path)  # what messages name: the artifact file, else the library
         check_host_compatible(manifest, source)
         # what the calls allocate, fixed here: later edits of self.manifest cannot change it
         self._inputs = tuple(manifest.inputs)

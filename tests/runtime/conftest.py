@@ -71,3 +71,4 @@ def fixture_lib(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TESSERA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TESSERA_ARTIFACT_KEY", raising=False)  # tests that sign set their own key

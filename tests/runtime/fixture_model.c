@@ -6,9 +6,26 @@
  *          nthreads int32[1] = OpenMP team size of the parallel region
  * tsr_run returns 3 if y[0] < 0 and 5 if any pointer is not 64-byte aligned.
  * tsr_abi: the ABI words of that layout (tessera.runtime.program.abi_words), written by hand here so
- * the test checks the Python side's encoding; -DNO_ABI leaves it out, -DABI_ARENA=N changes the arena. */
+ * the test checks the Python side's encoding; -DNO_ABI leaves it out, -DABI_ARENA=N changes the arena.
+ * -DABORT_ON_CALL: tsr_run and tsr_set_num_threads abort the process (proves they are never called).
+ * -DMARKER: a constructor creates the file named by $TSR_TEST_MARKER (proves the library was loaded). */
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <omp.h>
+
+#ifdef MARKER
+__attribute__((constructor)) static void mark_loaded(void) {
+    const char* path = getenv("TSR_TEST_MARKER");
+    FILE* f = path ? fopen(path, "w") : NULL;
+    if (f) fclose(f);
+}
+#endif
+#ifdef ABORT_ON_CALL
+#define GUARD() abort()
+#else
+#define GUARD()
+#endif
 
 #ifndef TWICE_FACTOR
 #define TWICE_FACTOR 2 /* tests rebuild with another factor to get a different library */
@@ -35,9 +52,10 @@ long long tsr_abi(long long* out, long long capacity) {
 }
 #endif
 
-void tsr_set_num_threads(int n) { omp_set_num_threads(n); }
+void tsr_set_num_threads(int n) { GUARD(); omp_set_num_threads(n); }
 
 int tsr_run(void* const* inputs, void* const* outputs, char* weights, char* arena) {
+    GUARD();
     const float* x = (const float*)inputs[0];
     const int64_t* y = (const int64_t*)inputs[1];
     float* sum = (float*)outputs[0];

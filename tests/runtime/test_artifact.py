@@ -326,7 +326,7 @@ def test_fresh_virtualenv_with_only_numpy(saved: Path, tmp_path: Path) -> None:
     assert res["absent"] == ["torch", "onnx", "ml_dtypes"]
     assert Path(res["numpy_file"]).is_relative_to(env_dir)
     assert all(
-        m in ("tessera", "tessera.errors", "tessera.utils") or m.startswith("tessera.runtime")
+        m in ("tessera", "tessera.errors", "tessera.limits", "tessera.utils") or m.startswith("tessera.runtime")
         for m in res["tessera_modules"]
     )
     w = np.frombuffer(zipfile.ZipFile(saved).read(WEIGHTS), np.float32)
