@@ -15,7 +15,21 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from tessera.cli_files import check_output_path, load_npy, os_error_message, save_npz
 from tessera.errors import TesseraError
+
+_MAX_THREADS = 256  # the generated pool's TSR_MAX_WORKERS (255) plus the caller
+
+
+def _threads(text: str) -> int:
+    """``--threads N``: an integer from 1 to ``_MAX_THREADS`` (a usage error otherwise)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= n <= _MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {_MAX_THREADS}, got {n}")
+    return n
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -27,7 +41,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="host",
                    help="target name (see `tessera targets`), 'host', or a .toml description (default: host)")
-    p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the CPUs available)")
+    p.add_argument("--threads", type=_threads, metavar="N",
+                   help=f"worker threads, 1 to {_MAX_THREADS} (default: the CPUs available)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,14 +134,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except TesseraError as e:
+    except (TesseraError, MemoryError, OSError, KeyboardInterrupt) as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        message, status = _describe_error(e)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message holds
+        return status
+
+
+def _describe_error(e: BaseException) -> tuple[str, int]:
+    """The one-line message and exit status for an error that ends a command."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(e, TesseraError):
+        return str(e), 2
+    if isinstance(e, MemoryError):  # safety net: the layers check sizes first (ResourceLimitError)
+        return f"out of memory: {e or 'a memory request failed'}", 2
+    assert isinstance(e, OSError)  # safety net: a file the user named could not be read or written
+    return os_error_message(e), 2
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -142,7 +167,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         from tessera.graph.passes import optimize
 
         g = optimize(g)
-    console = Console()
+    console = Console(highlight=False)  # the repr highlighter is quadratic in a long name
     console.print(f"[bold]{escape(g.name)}[/bold]: {len(g.nodes)} ops, {g.num_parameters:,} parameters, "
                   f"FLOPs {_fmt_flops(count_flops(g))}")
     io = Table("kind", "name", "type", title="signature")
@@ -170,10 +195,9 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
         name, sep, file = spec.partition("=")
         if not sep or not name or not file:
             raise TesseraError(f"--input must be NAME=FILE.npy, got {spec!r}")
-        try:
-            feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise TesseraError(f"cannot read input {name!r} from {file}: {e}") from e
+        if name in feeds:
+            raise TesseraError(f"--input {name!r} given twice")
+        feeds[name] = load_npy(name, file)
     return feeds
 
 
@@ -184,10 +208,14 @@ def _is_artifact(model: str) -> bool:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tessera.api import load_model
 
+    if args.output:
+        check_output_path(args.output, "outputs to")
     t0 = time.perf_counter()
     if _is_artifact(args.model):
         if args.reference:
             raise TesseraError(f"--reference needs a model, not a compiled artifact ({args.model})")
+        if Path(args.model).is_dir():
+            raise TesseraError(f"artifact {args.model} is a directory, not a .tsa file")
         from tessera.runtime.artifact import load_artifact
 
         cm = load_artifact(args.model, num_threads=args.threads)
@@ -214,10 +242,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         stats = f" min {v.min():.6g} max {v.max():.6g}" if v.size else ""
         print(f"{name}: {v.dtype}{list(v.shape)}{stats}")
     if args.output:
-        from tessera.utils import atomic_output
-
-        with atomic_output(args.output) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **outs)
+        save_npz(args.output, outs)
         print(f"saved {len(outs)} output(s) to {args.output}")
     return 0
 
@@ -235,30 +260,64 @@ def _compile_and_run(g: Any, given: dict[str, np.ndarray] | list[np.ndarray],
     return cm.run_dict(feeds)
 
 
+_MAX_DIM = (1 << 63) - 1  # an int64 extent
+
+
 def _parse_shapes(g: Any, shape_specs: list[str], dim_specs: list[str]) -> dict[str, Any]:
-    """``--shape NAME=d1,d2`` and ``--dim SYM=N`` as a specialization mapping, checked against ``g``."""
+    """``--shape NAME=d1,d2`` and ``--dim SYM=N`` as a specialization mapping, checked against ``g``
+    (each input's size too, against the machine's memory)."""
     shapes: dict[str, Any] = {}
     symbols = sorted({s for n in g.inputs for s in g.types[n].symbols})
     for spec in shape_specs:
         name, sep, dims = spec.partition("=")
-        try:
-            shape = tuple(int(d) for d in dims.split(",")) if dims.strip() else ()
-        except ValueError:
-            shape = None
-        if not sep or not name or shape is None or any(d < 0 for d in shape):
+        parts = [d.strip() for d in dims.split(",")] if dims.strip() else []
+        if not sep or not name or not all(d.isascii() and d.isdigit() for d in parts):
             raise TesseraError(f"--shape must be NAME=d1,d2,... with non-negative integer dims, got {spec!r}")
         if name not in g.inputs:
             raise TesseraError(f"--shape {spec!r}: model has no input {name!r} (inputs: {', '.join(g.inputs)})")
-        shapes[name] = shape
+        if name in shapes:
+            raise TesseraError(f"--shape {name}=... given twice")
+        shapes[name] = tuple(_dim(d, spec) for d in parts)
     for spec in dim_specs:
         name, sep, size = spec.partition("=")
-        if not sep or not name or not size.strip().isdigit():
+        size = size.strip()
+        if not sep or not name or not (size.isascii() and size.isdigit()):
             raise TesseraError(f"--dim must be SYMBOL=N with a non-negative integer N, got {spec!r}")
         if name not in symbols:
             known = ", ".join(symbols) if symbols else "none: all input dims are static"
             raise TesseraError(f"--dim {spec!r}: model has no symbolic dim {name!r} (symbols: {known})")
-        shapes[name] = int(size)
+        shapes[name] = _dim(size, spec)
+    _check_input_sizes(g, shapes)
     return shapes
+
+
+def _dim(text: str, spec: str) -> int:
+    n = int(text)
+    if n > _MAX_DIM:
+        raise TesseraError(f"{spec!r}: dim {n} is beyond the int64 range")
+    return n
+
+
+def _check_input_sizes(g: Any, shapes: dict[str, Any]) -> None:
+    """Refuse (ResourceLimitError) an input whose given shape could not be allocated on this machine."""
+    from tessera.limits import check_allocation
+
+    env = {k: v for k, v in shapes.items() if isinstance(v, int)}
+    for name in g.inputs:
+        t = g.types[name]
+        if isinstance(shapes.get(name), tuple):
+            dims: list[int] = list(shapes[name])
+        elif t.symbols <= env.keys():
+            try:
+                dims = list(t.concrete(env))
+            except (ArithmeticError, KeyError, ValueError):
+                continue  # the compiler's shape checks report it
+        else:
+            continue
+        numel = 1
+        for d in dims:
+            numel *= d
+        check_allocation(numel * t.dtype.itemsize, f"input {name!r} of shape {dims}")
 
 
 def _default_shapes(model: str, g: Any) -> dict[str, Any] | None:
@@ -298,11 +357,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from tessera.compiler import compile_graph
     from tessera.runtime.artifact import save_artifact
 
-    if args.threads is not None and args.threads < 1:
-        raise TesseraError(f"--threads must be a positive integer, got {args.threads}")
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".tsa")
     if out.suffix != ".tsa":
         raise TesseraError(f"artifact path must end in .tsa, got {out}")
+    check_output_path(out, "the artifact")
     g = load_model(args.model, args.frontend)
     shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
     from tessera.targets.npu_target import is_npu_target
@@ -446,16 +504,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     if args.name not in MODEL_NAMES:
         raise TesseraError(f"unknown zoo model {args.name!r} (zoo: {', '.join(MODEL_NAMES)})")
+    check_output_path(args.out, "the ONNX model")
     get_model(args.name).export_onnx(Path(args.out))
     print(f"exported {args.name} to {args.out}")
     return 0
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
+    from tessera.api import FRONTENDS
+    from tessera.models import MODEL_NAMES
     from tessera.zoo_check import check_zoo
 
     models = args.models.split(",") if args.models else None
-    return 0 if check_zoo(models, args.frontends.split(","), compiled=not args.no_compile) else 1
+    unknown = [m for m in models or () if m not in MODEL_NAMES]
+    if unknown:
+        raise TesseraError(f"unknown zoo model(s) {', '.join(map(repr, unknown))} (zoo: {', '.join(MODEL_NAMES)})")
+    frontends = args.frontends.split(",")
+    bad = [f for f in frontends if f not in FRONTENDS]
+    if bad:
+        raise TesseraError(f"unknown frontend(s) {', '.join(map(repr, bad))} (choose from {', '.join(FRONTENDS)})")
+    return 0 if check_zoo(models, frontends, compiled=not args.no_compile) else 1
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -476,13 +544,21 @@ def _cmd_tuning_db(args: argparse.Namespace) -> int:
         raise TuningDBError(f"tessera tuning-db {args.action} needs a FILE")
     if args.action == "export" and args.db and not Path(args.db).is_file():
         raise TuningDBError(f"tuning database {args.db} does not exist")
+    if args.action == "export":
+        check_output_path(args.file, "tuning records to")
+    if args.action == "import" and Path(args.file).is_dir():
+        raise TuningDBError(f"cannot read tuning records from {args.file}: it is a directory")
     with TuningDB(args.db, readonly=args.action == "export") as db:
         if args.action == "export":
             n = db.export_jsonl(args.file)
             print(f"exported {n} records from {db.path} to {args.file}")
         elif args.action == "import":
             before = db.count()
-            n = db.import_jsonl(args.file)
+            try:
+                n = db.import_jsonl(args.file)
+            except UnicodeDecodeError as e:
+                raise TuningDBError(f"cannot read tuning records from {args.file}: not UTF-8 text "
+                                    f"(byte {e.start}: {e.reason})") from None
             print(f"read {n} records from {args.file}; {db.count() - before} new in {db.path}")
         else:
             recs = db.records()

@@ -58,6 +58,7 @@ def test_help(cmd: list[str], capsys) -> None:
 def test_compile_symbolic_model_then_run_artifact(tmp_path, capsys) -> None:
     model = _mlp(tmp_path / "m.onnx")
     out = tmp_path / "sub" / "mlp.tsa"
+    out.parent.mkdir()
     assert main(["compile", str(model), "-o", str(out), "--dim", "batch=3"]) == 0
     text = capsys.readouterr().out
     assert "1 kernel(s)" in text and "activation memory: peak" in text and "naive sum" in text

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import NoReturn
 
 from tessera.errors import TesseraError
-from tessera.npu.asm import assemble
+from tessera.npu.asm import assemble_file
 from tessera.npu.hw import list_descriptions, load_description
+from tessera.npu.isa import NpuProgramError
+
+_MAX_DRAM = (1 << 63) - 1  # addresses are int64
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``error: ...`` line (exit status 2), like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}\n")
 
 
 def _describe(names: list[str]) -> None:
@@ -24,7 +34,13 @@ def _describe(names: list[str]) -> None:
 def _run(args: argparse.Namespace) -> None:
     from tessera.npu.sim import simulate
 
-    program = assemble(Path(args.program).read_text())
+    if not 0 < args.dram_bytes <= _MAX_DRAM:
+        raise NpuProgramError(f"--dram-bytes must be a positive number of bytes up to 2**63 - 1, got {args.dram_bytes}")
+    if not args.timing_only:  # the functional simulator holds the whole DRAM
+        from tessera.limits import check_allocation
+
+        check_allocation(args.dram_bytes, "--dram-bytes (the simulated DRAM)")
+    program = assemble_file(args.program)
     r = simulate(program, args.target, args.dram_bytes, functional=not args.timing_only, trace=args.trace)
     if r.trace:
         for core, idx, queue, start, end in r.trace:
@@ -41,7 +57,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tessera.npu", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m tessera.npu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("describe", help="key figures of NPU descriptions (default: the built-in ones)")
     p.add_argument("names", nargs="*")
@@ -55,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _describe(args.names) if args.cmd == "describe" else _run(args)
     except (TesseraError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except MemoryError as e:  # safety net: sizes are checked before allocating
+        print(f"error: out of memory: {e or 'a memory request failed'}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

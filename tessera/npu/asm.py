@@ -11,7 +11,9 @@ floats, dtypes, ``accumulate=0|1``, ``pad=top,bottom,left,right``, ``act=none|re
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tessera.npu.isa import (
@@ -165,6 +167,8 @@ def assemble(text: str) -> Program:
         if not line:
             continue
         where = f"line {lineno}"
+        if "\0" in line:
+            raise NpuProgramError(f"{where}: binary data (a NUL byte); an NPU program is text")
         words = line.split()
         if words[0] == ".core":
             try:
@@ -180,3 +184,22 @@ def assemble(text: str) -> Program:
             continue
         cores[-1].append(_parse_line(words, where))
     return Program(cores)
+
+
+def assemble_file(path: str | os.PathLike[str]) -> Program:
+    """:func:`assemble` the UTF-8 text file ``path``; every error (unreadable, binary, syntax) is an
+    :class:`NpuProgramError` naming the file and, for its content, the line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise NpuProgramError(f"cannot read NPU program {path}: {e.strerror or e}") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise NpuProgramError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}: {e.reason}); "
+                              "an NPU program is text") from None
+    try:
+        return assemble(text)
+    except NpuProgramError as e:
+        raise NpuProgramError(f"{path}: {e}") from None
