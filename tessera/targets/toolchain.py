@@ -212,9 +212,9 @@ def _verified(final: Path, key: str, source_sha: str) -> str | None:
     return None
 
 
-def _source_matches(path: Path, data: bytes) -> bool:
+def _source_matches(path: Path, size: int, sha: str) -> bool:
     try:
-        return path.stat().st_size == len(data) and path.read_bytes() == data
+        return path.stat().st_size == size and file_sha256(path) == sha
     except OSError:
         return False
 
@@ -239,7 +239,11 @@ def _private_dir(out_dir: Path) -> Iterator[Path]:
         os.rename(d / "lock.new", d / "lock")
         yield d
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        for _ in range(20):  # a compiler killed a moment ago may still be creating files in it
+            shutil.rmtree(d, ignore_errors=True)
+            if not d.exists():
+                break
+            time.sleep(0.01)
         if fd >= 0:
             os.close(fd)
 
@@ -256,9 +260,9 @@ def _sweep(out_dir: Path) -> None:
         try:
             fd = os.open(os.path.join(entry.path, "lock"), os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            # killed between creating the directory and locking it (or not ours): only when old
+            # killed between creating the directory and locking it, or its removal was cut short
             with contextlib.suppress(OSError):
-                if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_S:
+                if not _pid_alive(entry.name) or now - entry.stat(follow_symlinks=False).st_mtime > _STALE_S:
                     _remove(entry.path)
             continue
         except OSError:
@@ -272,6 +276,20 @@ def _sweep(out_dir: Path) -> None:
             _remove(entry.path)
         finally:
             os.close(fd)
+
+
+def _pid_alive(name: str) -> bool:
+    """Whether the process named by a private directory's ``PID-`` prefix exists (unknown: yes)."""
+    pid = name.split("-", 1)[0]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _remove(path: str) -> None:
@@ -310,6 +328,13 @@ def _key_lock(out_dir: Path, key: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _publish_hashed(src: Path, dst: Path, sha: str) -> None:
+    """:func:`_publish` a file whose sha256 we know, remembering it (the rename moved its ctime)."""
+    with open(src, "rb") as f:
+        os.replace(src, dst)
+        _hash_memo[_identity(os.fstat(f.fileno()))] = sha
 
 
 def _publish(src: Path, dst: Path, data: bytes | None = None) -> None:
@@ -376,8 +401,8 @@ def _build(source: str, target: CpuTarget, name: str, kind: str, suffix: str, ti
     source_sha = hashlib.sha256(data).hexdigest()
     c_path = out_dir / f"{key}.c"
     if _verified(final, key, source_sha) is None:
-        if not _source_matches(c_path, data):  # the debug copy is never trusted: rewrite it
-            with _private_dir(out_dir) as work:
+        if not _source_matches(c_path, len(data), source_sha):  # the debug copy is never trusted: rewrite it
+            with contextlib.suppress(OSError), _private_dir(out_dir) as work:  # (a read-only cache still hits)
                 _publish(work / c_path.name, c_path, data)
         return final
     limit = compile_timeout() if timeout is None else timeout
@@ -405,15 +430,16 @@ def _build(source: str, target: CpuTarget, name: str, kind: str, suffix: str, ti
                 _publish(src, c_path)
                 stderr = (proc.stderr or proc.stdout).replace(str(src), str(c_path))
                 raise CompileError(_describe_failure(stderr, c_path, name, target, command))
+            if not out.is_file():
+                raise CompileError(f"C compiler reported success building {name!r} for target {target.name} "
+                                   f"but wrote no output (command: {' '.join(command)})")
             out.chmod(0o755)
             library_sha = file_sha256(out)
             record = {"format": _RECORD_FORMAT, "key": key, "source_sha256": source_sha,
                       "library_sha256": library_sha, "library_bytes": out.stat().st_size}
             final.with_suffix(".json").unlink(missing_ok=True)  # no moment with a new library and an old record
-            _publish(src, c_path)
-            with open(out, "rb") as f:
-                _publish(out, final)
-                _hash_memo[_identity(os.fstat(f.fileno()))] = library_sha  # the rename moved its ctime
+            _publish_hashed(src, c_path, source_sha)
+            _publish_hashed(out, final, library_sha)
             _publish(work / "record.json", final.with_suffix(".json"), json.dumps(record).encode())
     return final
 

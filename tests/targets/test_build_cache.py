@@ -220,7 +220,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def _wait_dead(pids: list[int], seconds: float = 3.0) -> list[int]:
+def _wait_dead(pids: list[int], seconds: float = 5.0) -> list[int]:
     deadline = time.monotonic() + seconds
     while any(map(_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -353,16 +353,52 @@ def test_kill_9_of_a_compile_leaves_no_compiler_and_no_temporaries(cache: Path, 
     assert _leftovers(cache) == [] and _saxpy(lib) == EXPECTED
 
 
-def test_sweep_keeps_a_live_builds_directory(cache: Path) -> None:
+def _free_pid() -> int:
+    pid = 4_000_000  # above the default pid_max: no such process
+    while Path(f"/proc/{pid}").exists():
+        pid += 1
+    return pid
+
+
+def test_sweep_removes_only_what_dead_builds_left(cache: Path) -> None:
     build = cache / "build"
+    tmp = build / ".tmp"
     with tc._private_dir(build) as mine:
-        dead = build / ".tmp" / "999999-dead"
-        dead.mkdir()
-        (dead / "lock").touch()  # its lock is free: its owner is gone
-        (dead / "big.so").write_bytes(b"partial")
+        unlocked = tmp / f"{os.getpid()}-unlocked"  # free lock, live pid (reused): the lock decides
+        unlocked.mkdir()
+        (unlocked / "lock").touch()
+        (unlocked / "big.so").write_bytes(b"partial")
+        no_lock_dead = tmp / f"{_free_pid()}-nolock"  # killed before it locked: its pid is gone
+        no_lock_dead.mkdir()
+        no_lock_live = tmp / f"{os.getpid()}-starting"  # a live build about to lock: kept
+        no_lock_live.mkdir()
         tc._sweep(build)
-        assert mine.is_dir() and not dead.exists()
+        assert mine.is_dir() and (mine / "lock").is_file()
+        assert not unlocked.exists() and not no_lock_dead.exists() and no_lock_live.is_dir()
     assert not mine.exists()
+
+
+def test_old_layout_temporaries_are_swept_when_stale(cache: Path) -> None:
+    build = cache / "build"
+    build.mkdir(parents=True)
+    key = "ab" * 32
+    stale, fresh = build / f".{key}.x1y2.so.tmp", build / f".{key}.z3w4.so.tmp"
+    stale.write_bytes(b"half a library")
+    fresh.write_bytes(b"maybe a running old-version build")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    build_shared_library(SAXPY, X86, "saxpy")
+    assert not stale.exists() and fresh.exists()
+
+
+def test_threads_building_one_key_compile_once(cache: Path, compiles: list[list[str]]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        libs = list(pool.map(lambda _: build_shared_library(SAXPY, X86, "saxpy"), range(4)))
+    assert len(set(libs)) == 1 and len(compiles) == 1
+    assert _record(libs[0])["library_sha256"] == tc.hashlib.sha256(libs[0].read_bytes()).hexdigest()
+    assert _saxpy(libs[0]) == EXPECTED and _leftovers(cache) == []
 
 
 CONCURRENT = """
