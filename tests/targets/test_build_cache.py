@@ -272,6 +272,16 @@ def test_compile_timeout_kills_the_compiler_tree(cache: Path, fake_cc, monkeypat
             build_shared_library(SAXPY, target, "slow")
 
 
+def test_compiler_that_writes_nothing_is_a_compile_error(cache: Path, tmp_path: Path) -> None:
+    script = tmp_path / "lazy-cc"
+    script.write_text('#!/bin/sh\n[ "$1" = "--version" ] && echo "lazy-cc 1.0"\nexit 0\n')
+    script.chmod(0o755)
+    lazy = dataclasses.replace(X86, compiler=dataclasses.replace(X86.compiler, cc=str(script)))
+    with pytest.raises(CompileError, match=r"reported success building 'lazy' .* but wrote no output"):
+        build_shared_library(SAXPY, lazy, "lazy")
+    assert _leftovers(cache) == [] and not list((cache / "build").glob("*.so"))
+
+
 def test_keyboard_interrupt_kills_the_compiler_and_cleans_up(cache: Path, fake_cc) -> None:
     target, pids, started = fake_cc
     main = threading.get_ident()

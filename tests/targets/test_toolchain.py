@@ -123,6 +123,7 @@ def test_compile_error_names_source_and_function(cache: Path) -> None:
     assert len(c_files) == 1 and c_files[0].read_text() == BROKEN
     assert str(c_files[0]) in msg and "broken_kernel" in msg and "fine" not in msg.split("first error")[0]
     assert "undeclared_scale" in msg and "error" in msg and "model_kernels" in msg
+    assert "/.tmp/" not in msg  # gcc compiled a private copy; the message names the kept one
     # atomicity: nothing under a final name, no temp file left behind
     assert _entries(cache) == [c_files[0].name]
 
