@@ -149,7 +149,7 @@ def _describe_error(e: BaseException) -> tuple[str, int]:
     if isinstance(e, TesseraError):
         return str(e), 2
     if isinstance(e, MemoryError):  # safety net: the layers check sizes first (ResourceLimitError)
-        return f"out of memory: {e or 'a memory request failed'}", 2
+        return f"out of memory: {str(e) or 'a memory request failed'}", 2
     assert isinstance(e, OSError)  # safety net: a file the user named could not be read or written
     return os_error_message(e), 2
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except MemoryError as e:  # safety net: sizes are checked before allocating
-        print(f"error: out of memory: {e or 'a memory request failed'}", file=sys.stderr)
+        print(f"error: out of memory: {str(e) or 'a memory request failed'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
