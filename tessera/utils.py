@@ -81,7 +81,7 @@ def atomic_output(path: str | Path, *, make_parents: bool = True, mode: int = 0o
 def _open_anonymous(directory: Path, mode: int) -> int | None:
     """An unnamed file in ``directory`` (Linux ``O_TMPFILE``), or None where the OS or file system lacks it."""
     flag = getattr(os, "O_TMPFILE", None)
-    if flag is None:
+    if flag is None or not os.path.isdir("/proc/self/fd"):  # linking it into place needs /proc
         return None
     try:
         return os.open(directory, flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), mode)

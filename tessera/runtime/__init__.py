@@ -7,7 +7,7 @@ nothing but NumPy installed.
 from __future__ import annotations
 
 from tessera.runtime.artifact import load_artifact, read_manifest, save_artifact
-from tessera.runtime.compiled_model import CompiledModel
+from tessera.runtime.compiled_model import CompiledModel, check_abi
 from tessera.runtime.memory_plan import BufferLife, MemoryPlan, plan_memory
 from tessera.runtime.program import (
     FORMAT_VERSION,
@@ -19,6 +19,7 @@ from tessera.runtime.program import (
     TargetInfo,
     TensorSpec,
     WeightSpec,
+    abi_words,
 )
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "TargetInfo",
     "TensorSpec",
     "WeightSpec",
+    "abi_words",
+    "check_abi",
     "load_artifact",
     "plan_memory",
     "read_manifest",
