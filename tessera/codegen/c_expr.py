@@ -88,7 +88,7 @@ class ScalarExprs:
             a2 = f"(uint32_t){a}" if op == "mul" and dt in ("u8", "u16") else a
             r = f"({a2} {_ARITH[op]} {b})"
         elif op in ("div", "floordiv", "mod"):
-            const_b = isinstance(e.b, Const) and int(e.b.value) != 0
+            const_b = isinstance(e.b, Const) and int(e.b.value) not in (0, -1)  # x / -1 may trap: the helper
             plain = const_b and (op == "div" or unsigned or (int(e.b.value) > 0 and self._nonneg(e.a, self.ranges)))
             if plain:
                 r = f"({a} {'%' if op == 'mod' else '/'} {b})"
@@ -123,6 +123,8 @@ class ScalarExprs:
         x = args[0]
         rt = c_type(e.dtype)
         if fn == "neg":
+            if dt == "i64":  # INT64_MIN wraps (as in NumPy) instead of overflowing
+                return f"((int64_t)(0 - (uint64_t){x}))"
             return f"(({rt})(-{x}))" if is_int(dt) else f"(-{x})"
         if fn == "not":
             return f"(({rt})(!{x}))"
@@ -161,6 +163,9 @@ class ScalarExprs:
             return f"(({rt})tsr_sign_i64({x}))"
         if fn in ("floor", "ceil", "round"):
             return f"(({rt}){x})"
+        if fn == "fmod":  # C's % truncates like fmod; exact, unlike fmod in double (0 for a zero divisor, as NumPy)
+            helper = "tsr_mod_u64" if e.args[0].dtype in UNSIGNED else "tsr_fmod_i64"
+            return f"(({rt}){helper}({x}, {args[1]}))"
         if fn in LIBM or fn in ("rsqrt", "sigmoid"):
             # NumPy computes these in floating point for integer inputs; so do we (in double)
             if fn == "rsqrt":

@@ -123,24 +123,29 @@ def _vector_typedefs() -> list[str]:
 
 
 _HELPERS = r"""
+/* b == -1 is done by negating in unsigned arithmetic: INT64_MIN / -1 traps (SIGFPE) in C and wraps in NumPy */
 static inline int64_t tsr_floordiv_i64(int64_t a, int64_t b) {
   if (b == 0) return 0;
+  if (b == -1) return (int64_t)(0 - (uint64_t)a);
   int64_t q = a / b;
   return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 static inline int64_t tsr_mod_i64(int64_t a, int64_t b) {
-  if (b == 0) return 0;
+  if (b == 0 || b == -1) return 0;
   int64_t r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
 }
-static inline int64_t tsr_div_i64(int64_t a, int64_t b) { return b == 0 ? 0 : a / b; }
+static inline int64_t tsr_fmod_i64(int64_t a, int64_t b) { return (b == 0 || b == -1) ? 0 : a % b; }
+static inline int64_t tsr_div_i64(int64_t a, int64_t b) {
+  return b == 0 ? 0 : b == -1 ? (int64_t)(0 - (uint64_t)a) : a / b;
+}
 static inline uint64_t tsr_div_u64(uint64_t a, uint64_t b) { return b == 0 ? 0 : a / b; }
 static inline uint64_t tsr_mod_u64(uint64_t a, uint64_t b) { return b == 0 ? 0 : a % b; }
 static inline int64_t tsr_min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t tsr_max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline uint64_t tsr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 static inline uint64_t tsr_max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
-static inline int64_t tsr_abs_i64(int64_t a) { return a < 0 ? -a : a; }
+static inline int64_t tsr_abs_i64(int64_t a) { return a < 0 ? (int64_t)(0 - (uint64_t)a) : a; }
 static inline int64_t tsr_sign_i64(int64_t a) { return (a > 0) - (a < 0); }
 static inline int64_t tsr_pow_i64(int64_t a, int64_t b) {
   if (b < 0) return a == 1 ? 1 : a == -1 ? ((b & 1) ? -1 : 1) : 0;
@@ -151,7 +156,7 @@ static inline int64_t tsr_pow_i64(int64_t a, int64_t b) {
 #define TSR_FLOAT_HELPERS(T, S, FMOD, FLOOR, COPYSIGN) \
 static inline T tsr_min_##S(T a, T b) { T m = a < b ? a : b; return a != a ? a : m; } \
 static inline T tsr_max_##S(T a, T b) { T m = a > b ? a : b; return a != a ? a : m; } \
-static inline T tsr_sign_##S(T a) { return a > 0 ? (T)1 : a < 0 ? (T)-1 : a; } \
+static inline T tsr_sign_##S(T a) { return a > 0 ? (T)1 : a < 0 ? (T)-1 : a != a ? a : (T)0; } \
 static inline T tsr_mod_##S(T a, T b) { \
   if (b == 0) return FMOD(a, b); \
   T m = FMOD(a, b); \

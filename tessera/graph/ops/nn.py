@@ -541,6 +541,21 @@ def _resize_matrix(n_in: int, n_out: int, scale: float, roi: tuple[float, float]
     return w, outside
 
 
+def _apply_weights(w: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
+    """``w`` (n_out, n_in) applied along ``axis`` of ``y``, summing only the taps of nonzero
+    weight: a NaN or inf that an output does not use does not reach it (0 * NaN would)."""
+    taps = max(int((w != 0).sum(axis=1).max(initial=0)), 1)
+    order = np.argsort(w == 0, axis=1, kind="stable")[:, :taps]  # each row's nonzero taps first
+    wt = np.take_along_axis(w, order, axis=1)
+    shape = [1] * y.ndim
+    shape[axis] = w.shape[0]
+    out = np.take(y, order[:, 0], axis=axis) * wt[:, 0].reshape(shape)  # not 0 + ...: keeps -0
+    for k in range(1, taps):
+        v = np.take(y, order[:, k], axis=axis) * wt[:, k].reshape(shape)
+        out = out + np.where(wt[:, k].reshape(shape) != 0, v, 0.0)
+    return out
+
+
 def _resize_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.ndarray]:
     x = inputs[0]
     assert x is not None
@@ -559,7 +574,7 @@ def _resize_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.nd
         if out[a] == x.shape[a] and sc[a] == 1.0 and rois[a] == (0.0, 1.0):
             continue
         w, ext = _resize_matrix(x.shape[a], out[a], sc[a], rois[a], attrs)
-        y = np.moveaxis(np.tensordot(w, y, axes=([1], [a])), 0, a)
+        y = _apply_weights(w, y, a)
         outside |= ext.reshape([-1 if i == a else 1 for i in range(rank)])
     y = np.where(outside, attrs["extrapolation_value"], y)
     if x.dtype.kind in "iu":

@@ -79,17 +79,23 @@ def _maxpool_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.n
     for i in reversed(list(order)):
         strides[i] = step
         step *= spatial[i]
-    for off, sl in kernel_slices(win, outs):
-        v = xp[(slice(None), slice(None), *sl)]
-        if n_out > 1:
+    for _, sl in kernel_slices(win, outs):
+        best = np.maximum(best, xp[(slice(None), slice(None), *sl)])  # NaN propagates
+    out = [best.astype(x.dtype)]
+    if n_out > 1:
+        # Indices: the first tap, in kernel order and inside the unpadded input, holding the
+        # window's maximum (a NaN when the maximum is NaN).
+        valid, _, _ = padded_windows(np.ones((1, 1, *spatial), bool), win, False)
+        found = np.zeros(best.shape, dtype=bool)
+        for off, sl in kernel_slices(win, outs):
+            v = xp[(slice(None), slice(None), *sl)]
             flat = np.zeros(outs, dtype=np.int64)
             for i, (o, (pb, _, n)) in enumerate(zip(off, geo, strict=True)):
                 pos = np.arange(n) * win.strides[i] + o * win.dilations[i] - pb
                 flat = flat + (pos * strides[i]).reshape([-1 if j == i else 1 for j in range(len(outs))])
-            arg = np.where(v > best, flat, arg)
-        best = np.maximum(best, v)
-    out = [best.astype(x.dtype)]
-    if n_out > 1:
+            hit = ~found & valid[(slice(None), slice(None), *sl)] & ((v == best) | (np.isnan(v) & np.isnan(best)))
+            arg = np.where(hit, flat, arg)
+            found |= hit
         nc = np.arange(x.shape[0] * x.shape[1], dtype=np.int64).reshape(x.shape[0], x.shape[1],
                                                                        *([1] * len(outs)))
         out.append(arg + nc * int(np.prod(spatial)))

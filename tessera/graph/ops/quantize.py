@@ -168,8 +168,10 @@ def _dyn_infer(ctx: InferContext) -> list[TensorType]:
 def _dyn_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.ndarray]:
     x = inputs[0]
     assert x is not None
-    lo = np.float32(min(0.0, float(x.min()) if x.size else 0.0))
-    hi = np.float32(max(0.0, float(x.max()) if x.size else 0.0))
+    # NaNs are left out of the range, as onnxruntime does (fmin/fmax skip them)
+    lo = np.float32(min(0.0, float(np.fmin.reduce(x, axis=None)) if x.size else 0.0))
+    hi = np.float32(max(0.0, float(np.fmax.reduce(x, axis=None)) if x.size else 0.0))
+    lo, hi = (np.float32(0.0) if np.isnan(v) else v for v in (lo, hi))
     scale = np.float32((hi - lo) / np.float32(255))
     if scale == 0:
         return [np.zeros(x.shape, np.uint8), np.array(scale, np.float32), np.array(0, np.uint8)]

@@ -142,7 +142,7 @@ for _op, _fn in _UNARY_CALLS.items():
 
 @math_compute("Neg", "elementwise")
 def _neg(ctx: ComputeContext) -> list[Tensor]:
-    return unary(ctx, lambda x: -x, "neg")
+    return unary(ctx, lambda x: call("neg", x), "neg")  # -x is 0 - x, which makes -(+0) +0
 
 
 @math_compute("Reciprocal", "elementwise")

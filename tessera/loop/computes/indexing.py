@@ -16,7 +16,7 @@ from tessera.graph.ops.indexing import slice_range
 from tessera.loop.compute import ComputeContext, compute_def
 from tessera.loop.computes.nn import clamp, pad_value
 from tessera.loop.computes.shape import const_ints
-from tessera.loop.expr import Expr, Var, binop, cast, const, logical_and, maximum, minimum, select
+from tessera.loop.expr import BOOL, Expr, Var, binop, cast, const, is_int, logical_and, maximum, minimum, select
 from tessera.loop.te import Tensor, compute, reduce, reduce_axis
 
 
@@ -125,7 +125,16 @@ def _scatter_reduced(data: Tensor, reduction: str, candidates: Candidates) -> Te
 
     r = compute(data.shape, gathered, "scatter_updates")
     fn = {"sum": lambda a, b: a + b, "prod": lambda a, b: a * b, "max": maximum, "min": minimum}[combiner]
-    return compute(data.shape, lambda *o: fn(data[o], r[o]), "scatter")
+    if combiner != "sum" or is_int(data.dtype) or data.dtype == BOOL:
+        return compute(data.shape, lambda *o: fn(data[o], r[o]), "scatter")
+
+    # a sum starts from +0: an element no update hits keeps its own value (-0 included)
+    def any_hit(*o: Expr) -> Expr:
+        hit, _, axes = candidates(o)
+        return reduce("max", select(hit, const(1, "i64"), const(0, "i64")), *axes)
+
+    touched = compute(data.shape, any_hit, "scatter_touched")
+    return compute(data.shape, lambda *o: select(touched[o].gt(0), data[o] + r[o], data[o]), "scatter")
 
 
 def _scatter_last(data: Tensor, extents: list[int], hit_at: Callable[[tuple[Expr, ...], tuple[Expr, ...]], Expr],
@@ -208,18 +217,31 @@ def _scatter_nd(ctx: ComputeContext) -> list[Tensor]:
 def _top_k(ctx: ComputeContext) -> list[Tensor]:
     """The k largest (smallest) elements along the axis, ties by lower index: each element's rank
     is how many elements precede it in that order (a count over the axis); output ``r`` is the
-    element of rank ``r``. O(n^2) per row: meant for the small k-selections of models."""
+    element of rank ``r``. O(n^2) per row: meant for the small k-selections of models.
+
+    NaN is ordered above every number (ONNX, onnxruntime and NumPy's sort): first with
+    ``largest``, last otherwise, NaNs among themselves by index. The order is total, so the
+    ranks of a row are a permutation of 0..n-1."""
     x = ctx.input(0)
     axis = int(ctx.attrs["axis"]) % x.ndim
     n = x.shape[axis]
     largest = bool(ctx.attrs["largest"])
+    floating = not is_int(x.dtype) and x.dtype != BOOL
 
     def rank(*i: Expr) -> Expr:
         j = reduce_axis(n, "j")
         other = x[(*i[:axis], j[0], *i[axis + 1:])]
         mine = x[i]
         better = other.gt(mine) if largest else other.lt(mine)
-        before = binop("or", better, logical_and(other.eq(mine), j[0].lt(i[axis])))
+        same = other.eq(mine)
+        if floating:  # x != x is isnan(x), x == x is not: plain compares, which vectorize
+            o_nan, m_nan = other.ne(other), mine.ne(mine)
+            if largest:  # a NaN precedes a number
+                better = binop("or", better, logical_and(o_nan, mine.eq(mine)))
+            else:  # a number precedes a NaN
+                better = binop("or", better, logical_and(m_nan, other.eq(other)))
+            same = binop("or", same, logical_and(o_nan, m_nan))
+        before = binop("or", better, logical_and(same, j[0].lt(i[axis])))
         return reduce("sum", select(before, const(1, "i64"), const(0, "i64")), j)
 
     ranks = compute(x.shape, rank, "topk_rank")

@@ -9,7 +9,7 @@ import numpy as np
 from tessera.graph.ops.nn import Window, make_window
 from tessera.loop.compute import ComputeContext, compute_def
 from tessera.loop.computes.nn import pad_value, padded_input, window_taps
-from tessera.loop.expr import Expr, call, cast, const, maximum, minimum, select
+from tessera.loop.expr import Expr, binop, call, cast, const, logical_and, maximum, minimum, select
 from tessera.loop.te import Tensor, compute, reduce_axis, rmax, rmin, rsum
 
 ElemFn = Callable[[Expr], Expr]
@@ -63,7 +63,14 @@ def _maxpool_indices(x: Tensor, win: Window, best: Tensor, storage_order: int) -
         lin: Expr = const(0)
         for t, ts in zip(taps, tap_strides, strict=True):
             lin = lin + t[0] * ts
-        hit = xp[(n, c, *pos)].eq(best[(n, c, *o)])
+        v, m = xp[(n, c, *pos)], best[(n, c, *o)]
+        hit = binop("or", v.eq(m), v.ne(v))  # v is NaN only when the maximum is: the first NaN
+        for i, (p, (pb, _, _), size) in enumerate(zip(pos, geo, spatial, strict=True)):
+            # a padded tap (-inf) is never the index, even where every real tap is -inf
+            if pb:
+                hit = logical_and(hit, p.ge(pb))
+            if pb + size < int(xp.shape[2 + i]):
+                hit = logical_and(hit, p.lt(pb + size))
         return rmin(select(hit, cast(lin, "i64"), const(n_taps, "i64")), *taps)
 
     first = compute(best.shape, first_tap, "maxpool_first_tap")

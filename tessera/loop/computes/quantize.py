@@ -99,7 +99,9 @@ def _dynamic_quantize(ctx: ComputeContext) -> list[Tensor]:
     def extreme(combine: Callable[..., Expr]) -> Callable[[], Expr]:
         def body() -> Expr:
             axes = [reduce_axis(n, "r") for n in x.shape]
-            return combine(x[tuple(a[0] for a in axes)], *axes) if axes else x[()]
+            v = x[tuple(a[0] for a in axes)] if axes else x[()]
+            v = select(v.ne(v), zero, v)  # NaN is left out of the range (as onnxruntime); 0 is in it anyway
+            return combine(v, *axes) if axes else v
         return body
 
     lo_t = compute((), extreme(rmin), "dq_min")
