@@ -89,6 +89,8 @@ def _check_step(nest: LoopNest, step: Step, stage: Stage, factors: list[Any], pa
     a = step.args
     if step.name in ("split", "fuse", "parallel", "vectorize", "unroll"):
         nest.find(a[0])
+    if step.name == "parallel" and nest.loop(a[0]).reduce:
+        raise ScheduleError(f"parallel reduction loop {a[0]}: its iterations would race on one accumulator")
     if step.name == "split":
         ext = nest.loop(a[0]).extent
         top = max(ext, MAX_VECTOR)

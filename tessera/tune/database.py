@@ -323,14 +323,19 @@ class TuningDB:
         """The ``limit`` fastest usable records of (workload, target) (ok, a possible time, not marked
         bad), fastest first, with their ids and verdicts."""
         verdict = "verdict" if self.schema >= 2 else "''"
-        rows = self._read(
-            f"SELECT id, uid, {verdict}, {', '.join(_COLUMNS)} FROM records WHERE workload = ? AND target = ? "
-            f"AND {_USABLE}{self._not_bad()} ORDER BY seconds, id LIMIT ?", (workload, target, MIN_SECONDS, limit))
-        out = []
-        for row in rows:
-            rec = _record(row[3:])
-            if rec is not None:
-                out.append(Entry(int(row[0]), str(row[1]), rec, str(row[2])))
+        out: list[Entry] = []
+        try:
+            rows = self.conn.execute(
+                f"SELECT id, uid, {verdict}, {', '.join(_COLUMNS)} FROM records WHERE workload = ? AND target = ? "
+                f"AND {_USABLE}{self._not_bad()} ORDER BY seconds, id", (workload, target, MIN_SECONDS))
+            for row in rows:  # lazily: rows that do not decode are skipped, not counted
+                rec = _record(row[3:])
+                if rec is not None:
+                    out.append(Entry(int(row[0]), str(row[1]), rec, str(row[2])))
+                    if len(out) >= limit:
+                        break
+        except sqlite3.Error as e:
+            raise TuningDBError(f"cannot read tuning database {self.path}: {e}") from e
         return out
 
     def best(self, workload: str, target: str) -> Record | None:
