@@ -152,10 +152,25 @@ def find_unsupported(proto: ModelProto) -> list[tuple[str, str]]:
     return found
 
 
-def default_opset(proto: ModelProto) -> int:
+# Default-domain opsets Tessera imports: 1 up to the newest one the installed onnx package
+# defines (older forms are rewritten to the newest, see onnx_opset; newer ones are unknown).
+MIN_OPSET = 1
+
+
+def max_opset() -> int:
+    """The newest default-domain opset Tessera imports (the installed onnx package's newest)."""
+    return int(onnx.defs.onnx_opset_version())
+
+
+def default_opset(proto: ModelProto, source: str = "<model>") -> int:
+    """The model's default-domain opset; ModelLoadError if it declares one Tessera does not support."""
     for imp in proto.opset_import:
         if imp.domain in DEFAULT_DOMAINS:
-            return int(imp.version)
+            v = int(imp.version)
+            if not MIN_OPSET <= v <= max_opset():
+                raise ModelLoadError(f"cannot load ONNX model {source}: default-domain opset {v} is not supported "
+                                     f"(Tessera imports opsets {MIN_OPSET} to {max_opset()})")
+            return v
     return 1 if proto.ir_version < 3 else 0
 
 
@@ -165,6 +180,13 @@ def default_opset(proto: ModelProto) -> int:
 def _tensor(t: TensorProto, what: str) -> np.ndarray:
     if t.data_type not in _ELEM_TYPES:
         onnx_dtype(t.data_type, what)
+    if t.data_location == TensorProto.EXTERNAL:
+        # A model loaded from a file has its external data read (relative to the file) by onnx.load;
+        # one given as bytes or a ModelProto has no directory to resolve it against (NumPy would
+        # read it relative to the working directory): refuse instead.
+        raise ModelLoadError(f"{what}: its data is stored in an external file, but the model was not loaded from "
+                             "a path (bytes or a ModelProto have no directory to find it in); pass the model's "
+                             "file path, or load it with onnx.load(path) first")
     try:
         arr = numpy_helper.to_array(t)
     except Exception as e:
@@ -239,7 +261,7 @@ class _Importer:
     def __init__(self, proto: ModelProto, source: str) -> None:
         self.proto = proto
         self.source = source
-        self.opset = default_opset(proto)
+        self.opset = default_opset(proto, source)
         gp = proto.graph
         name = gp.name or (Path(source).stem if source and not source.startswith("<") else "graph")
         self.g = Graph(name=name)

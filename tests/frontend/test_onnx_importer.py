@@ -380,3 +380,54 @@ def test_old_opset_misc_rewrites_match_onnxruntime() -> None:
     got9 = run_reference(import_onnx(opset9), [d])
     for name, want in zip(["y", "tv", "ti"], _ort(opset9, {"d": d}), strict=True):
         np.testing.assert_array_equal(got9[name], want, err_msg=name)
+
+
+# ---- opsets and external data (issue 17) -----------------------------------------------------
+def _relu_at_opset(opset: int) -> onnx.ModelProto:
+    node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    g = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    return onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("opset", [0, -1, 99])
+def test_unsupported_opset_is_refused_with_the_supported_range(opset: int) -> None:
+    from tessera.frontend.onnx_importer import max_opset
+
+    with pytest.raises(ModelLoadError, match=rf"default-domain opset {opset} is not supported \(Tessera imports "
+                                             rf"opsets 1 to {max_opset()}\)"):
+        import_onnx(_relu_at_opset(opset).SerializeToString())
+
+
+def test_newest_and_oldest_supported_opsets_import() -> None:
+    from tessera.frontend.onnx_importer import max_opset
+
+    for opset in (1, max_opset()):
+        assert [n.op for n in import_onnx(_relu_at_opset(opset).SerializeToString()).nodes] == ["Relu"]
+
+
+def _external_model(tmp_path: Path) -> Path:
+    w = onnx.numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
+    node = onnx.helper.make_node("Add", ["x", "w"], ["y"])
+    g = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])], [w])
+    m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="m.data",
+                    size_threshold=0)
+    return path
+
+
+def test_external_data_of_a_model_given_as_bytes_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _external_model(tmp_path)
+    monkeypatch.chdir(tmp_path)  # where the data file is: it must still not be read from the working directory
+    with pytest.raises(ModelLoadError, match=r"'w'.*stored in an external file, but the model was not loaded from a "
+                                             r"path"):
+        import_onnx(path.read_bytes())
+    with pytest.raises(ModelLoadError, match=r"external file"):
+        import_onnx(onnx.load(str(path), load_external_data=False))
+
+
+def test_external_data_of_a_model_file_is_read_next_to_it(tmp_path: Path) -> None:
+    g = import_onnx(_external_model(tmp_path))
+    assert np.array_equal(g.constants["w"], np.arange(4, dtype=np.float32))

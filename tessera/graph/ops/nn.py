@@ -96,8 +96,11 @@ def make_window(attrs: dict[str, Any], kernel: Sequence[Dim], ceil_mode: bool = 
             f"{n} spatial dims need {n} strides/dilations and {2 * n} pads, "
             f"got strides={strides} dilations={dilations} pads={pads}"
         )
-    if min(strides) < 1 or min(dilations) < 1 or min(pads) < 0:
-        raise ValueError(f"bad window: strides={strides} dilations={dilations} pads={pads}")
+    if any(isinstance(k, (int, np.integer)) and k < 1 for k in kernel):
+        raise ValueError(f"kernel_shape must be positive, got {[str(k) for k in kernel]}")
+    if min(strides, default=1) < 1 or min(dilations, default=1) < 1 or min(pads, default=0) < 0:
+        raise ValueError(f"bad window: strides={strides} dilations={dilations} pads={pads} (strides and "
+                         "dilations must be >= 1, pads >= 0)")
     return Window(tuple(kernel), tuple(strides), tuple(dilations), tuple(pads), auto_pad, ceil_mode)
 
 

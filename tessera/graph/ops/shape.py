@@ -265,8 +265,8 @@ def _transpose_perm(perm: list[int] | None, rank: int) -> list[int]:
 def _transpose_infer(ctx: InferContext) -> Types:
     t = ctx.type(0)
     perm = ctx.attrs["perm"]
-    if perm is not None and sorted(p % max(t.rank, 1) for p in perm) != list(range(t.rank)):
-        raise ctx.error(f"perm {perm} is not a permutation of {t.rank} axes")
+    if perm is not None and sorted(perm) != list(range(t.rank)):
+        raise ctx.error(f"attribute 'perm' {perm} is not a permutation of 0..{t.rank - 1}")
     perm = _transpose_perm(perm, t.rank)
     return [t.with_shape(tuple(t.shape[p] for p in perm))]
 
