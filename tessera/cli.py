@@ -189,14 +189,14 @@ def _fmt_flops(f: object) -> str:
     return f"{f / 1e9:.3f} G" if isinstance(f, int) else str(f)
 
 
-def _load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+def _load_inputs(specs: list[str], flag: str = "--input") -> dict[str, np.ndarray]:
     feeds = {}
     for spec in specs:
         name, sep, file = spec.partition("=")
         if not sep or not name or not file:
-            raise TesseraError(f"--input must be NAME=FILE.npy, got {spec!r}")
+            raise TesseraError(f"{flag} must be NAME=FILE.npy, got {spec!r}")
         if name in feeds:
-            raise TesseraError(f"--input {name!r} given twice")
+            raise TesseraError(f"{flag} {name!r} given twice")
         feeds[name] = load_npy(name, file)
     return feeds
 
@@ -356,16 +356,19 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from tessera.api import load_model
     from tessera.compiler import compile_graph
     from tessera.runtime.artifact import save_artifact
-
-    out = Path(args.output) if args.output else Path(Path(args.model).stem + ".tsa")
-    if out.suffix != ".tsa":
-        raise TesseraError(f"artifact path must end in .tsa, got {out}")
-    check_output_path(out, "the artifact")
-    g = load_model(args.model, args.frontend)
-    shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
     from tessera.targets.npu_target import is_npu_target
 
-    if is_npu_target(args.target):
+    npu = is_npu_target(args.target)
+    out = Path(args.output) if args.output else Path(Path(args.model).stem + ".tsa")
+    if not npu:  # checked before any work; NPU programs are not saved as artifacts
+        if out.suffix != ".tsa":
+            raise TesseraError(f"artifact path must end in .tsa, got {out}")
+        check_output_path(out, "the artifact")
+    if args.dump:
+        _check_dump_folder(Path(args.dump))
+    g = load_model(args.model, args.frontend)
+    shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
+    if npu:
         return _cmd_compile_npu(args, g, shapes)
     explain: list[str] | None = [] if args.explain_fusion else None
     comp = compile_graph(g, args.target, shapes, explain_fusion=explain)
@@ -398,7 +401,7 @@ def _cmd_compile_npu(args: argparse.Namespace, g: Any, shapes: dict[str, Any] | 
     if args.output:
         raise TesseraError(f"NPU target {args.target}: programs are not saved as .tsa artifacts; "
                            "use --dump DIR for their assembly text")
-    feeds = _load_inputs(args.calibration)
+    feeds = _load_inputs(args.calibration, "--calibration")
     calibration = [feeds] if feeds else None
     if calibration is None and not Path(args.model).exists():
         from tessera.models import MODEL_NAMES, get_model
@@ -428,6 +431,15 @@ def _cmd_compile_npu(args: argparse.Namespace, g: Any, shapes: dict[str, Any] | 
                 tmp.write_text(f"# {tag}: {layer.tiling}\n" + disassemble(layer.program))
         print(f"dumped {len(cm.layers)} layer program(s) to {folder}")
     return 0
+
+
+def _check_dump_folder(folder: Path) -> None:
+    """Refuse, before compiling, a ``--dump`` folder that is a file or lies under one."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise TesseraError(f"--dump {folder}: {existing} is a file, not a folder")
 
 
 def _dump(comp: Any, folder: Path) -> None:
@@ -531,6 +543,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from tessera.tune.command import check_budget, run_tune
 
     check_budget(args.minutes, args.trials)
+    if args.minutes is not None and args.minutes == float("inf"):
+        raise TesseraError("--minutes must be finite, got inf (use --trials N to bound the search by count)")
     g = load_model(args.model, args.frontend)
     shapes = _parse_shapes(g, args.shape, args.dim) or _default_shapes(args.model, g)
     return run_tune(g, shapes, args.target, minutes=args.minutes, trials=args.trials, db_path=args.db,
