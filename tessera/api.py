@@ -20,6 +20,8 @@ def load_model(model: str | Path, frontend: str = "torch") -> Graph:
     from tessera.graph.serialize import load_graph
 
     path = Path(model)
+    if path.suffix == ".tsa":
+        raise ModelLoadError(f"{path} is a compiled artifact, not a model (run it: tessera run {path} --input ...)")
     if path.suffix == ".tsr":
         return load_graph(path)
     if path.suffix == ".onnx" or path.exists():

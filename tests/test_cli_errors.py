@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -274,6 +275,8 @@ def _careless_cases(d: Path, model: Path, x: Path) -> list[tuple[list[str], str]
         (["inspect", str(d / "empty.tsr")], "empty.tsr"),
         (["inspect", str(d / "folder.onnx")], "folder.onnx"),
         (["inspect", "no_such_zoo_model"], "no_such_zoo_model"),
+        (["inspect", str(d / "empty.tsa")], "empty.tsa is a compiled artifact, not a model"),
+        (["compile", str(d / "empty.tsa")], "empty.tsa is a compiled artifact, not a model"),
         (["compile", str(d / "missing.onnx"), "-o", str(d / "a.tsa")], "missing.onnx"),
         (["compile", m, "-o", str(d / "a.tsa"), "--dim", "seq=abc"], "--dim must be SYMBOL=N"),
         (["compile", m, "-o", str(d / "a.tsa"), "--dim", "=3"], "--dim must be SYMBOL=N"),
@@ -363,3 +366,19 @@ def test_os_error_anywhere_is_one_line(files: dict[str, Path], capsys: pytest.Ca
     monkeypatch.setattr(reference, "run_reference", disk_full)
     argv = ["run", str(files["model"]), "--reference", "--input", f"x={files['x']}"]
     assert _err(argv, capsys) == "error: /tmp/scratch: No space left on device"
+
+
+def test_ctrl_c_in_a_real_tune(files: dict[str, Path]) -> None:
+    """SIGINT while `tessera tune` measures: the records so far are kept, exit status 130, one line."""
+    db = files["dir"] / "t.db"
+    p = subprocess.Popen([str(TESSERA), "tune", str(files["model"]), "--dim", "batch=64", "--minutes", "1",
+                          "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "database" in p.stdout.readline()  # tuning has started
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and err == "error: interrupted\n"
+    assert f"interrupted: the measured records are in {db}" in out
