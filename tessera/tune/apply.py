@@ -94,7 +94,12 @@ class RecordLookup:
 
     def __call__(self, gc: GroupCompute, target: Any) -> dict[str, list[Step]] | None:
         key = (workload_key(gc), target.hash)
-        for e in self.db.candidates(*key, limit=CANDIDATES):
+        try:
+            entries = self.db.candidates(*key, limit=CANDIDATES)
+        except TuningDBError as err:  # e.g. a database damaged after it was opened
+            _warn_once((self._where, "read"), "%s; compiling with default schedules", err)
+            return None
+        for e in entries:
             if key in self._chosen and self._chosen[key] != e.uid:
                 continue  # an earlier instance of this workload settled on another record (or none)
             if self.verdict(e) == "bad":
