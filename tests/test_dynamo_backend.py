@@ -4,6 +4,7 @@ really runs, and graphs Tessera cannot handle fall back to eager with one warnin
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import tessera.compiler  # noqa: E402
-from tessera.dynamo_backend import tessera_backend  # noqa: E402
+from tessera.dynamo_backend import BackendOptionError, reset_fallback_warnings, tessera_backend  # noqa: E402
 
 
 class _Net(torch.nn.Module):
@@ -39,10 +40,10 @@ class _Counted:
         return self.cm(*args)
 
 
-@pytest.fixture
-def spy(monkeypatch) -> dict[str, list[Any]]:
-    """Record tessera.compile calls and runs of the models they return."""
+def spy_compiles(monkeypatch: Any) -> Iterator[dict[str, list[Any]]]:
+    """Record tessera.compile calls and runs of the models they return (from a clean Dynamo state)."""
     torch._dynamo.reset()
+    reset_fallback_warnings()
     real = tessera.compiler.compile
     seen: dict[str, list[Any]] = {"compiles": [], "runs": []}
 
@@ -54,6 +55,11 @@ def spy(monkeypatch) -> dict[str, list[Any]]:
     monkeypatch.setattr(tessera.compiler, "compile", fake)
     yield seen
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def spy(monkeypatch) -> Iterator[dict[str, list[Any]]]:
+    yield from spy_compiles(monkeypatch)
 
 
 def _tessera_warnings(record: list[warnings.WarningMessage]) -> list[str]:
@@ -69,7 +75,7 @@ def test_compiled_matches_eager_and_runs_compiled_code(spy) -> None:
     net = _Net().eval()
     compiled = torch.compile(net, backend="tessera")
     xs = [torch.randn(2, 3, 9, 9), torch.randn(2, 3, 9, 9)]
-    with warnings.catch_warnings(record=True) as record:
+    with warnings.catch_warnings(record=True) as record, torch.no_grad():
         warnings.simplefilter("always")
         outs = [compiled(x) for x in xs]
     assert not _tessera_warnings(record)
@@ -136,7 +142,26 @@ def test_input_mutation_falls_back(spy) -> None:
     assert spy["compiles"] == []
 
 
-def test_unknown_option_rejected() -> None:
+@pytest.mark.parametrize(("options", "message"), [
+    ({"bogus": 1, "threads": 2}, r"unknown tessera backend option\(s\) 'bogus', 'threads'; "
+                                 r"valid options: target, num_threads, freeze"),
+    ({"num_threads": "4"}, r"'num_threads' must be a positive int or None, got '4'"),
+    ({"num_threads": 0}, r"'num_threads' must be a positive int or None, got 0"),
+    ({"num_threads": True}, r"'num_threads' must be a positive int or None, got True"),
+    ({"freeze": "yes"}, r"'freeze' must be a bool, got 'yes'"),
+    ({"target": 5}, r"'target' must be a target name or path, got 5"),
+    ({"target": "no-such-cpu"}, r"'target': unknown target 'no-such-cpu'; built-in targets: "),
+    (["freeze"], r"options must be a dict, got list"),
+])
+def test_bad_options_rejected(options: Any, message: str) -> None:
     gm = torch.fx.symbolic_trace(torch.nn.ReLU())
-    with pytest.raises(ValueError, match="bogus"):
-        tessera_backend(gm, [torch.randn(2)], options={"bogus": 1})
+    with pytest.raises(BackendOptionError, match=message):
+        tessera_backend(gm, [torch.randn(2)], options=options)
+
+
+def test_bad_option_surfaces_through_torch_compile(spy) -> None:
+    compiled = torch.compile(lambda x: x + 1, backend="tessera", options={"bogus": 1})
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match="unknown tessera backend option") as info:
+        compiled(torch.randn(3))
+    assert isinstance(info.value.inner_exception, BackendOptionError)
+    assert spy["compiles"] == []
