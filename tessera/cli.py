@@ -299,7 +299,8 @@ def _dim(text: str, spec: str) -> int:
 
 
 def _check_input_sizes(g: Any, shapes: dict[str, Any]) -> None:
-    """Refuse (ResourceLimitError) an input whose given shape could not be allocated on this machine."""
+    """Refuse (ResourceLimitError) an input whose size, given on the command line, could not be allocated
+    on this machine (the compiler allocates each input once to check the shapes)."""
     from tessera.limits import check_allocation
 
     env = {k: v for k, v in shapes.items() if isinstance(v, int)}
@@ -307,7 +308,7 @@ def _check_input_sizes(g: Any, shapes: dict[str, Any]) -> None:
         t = g.types[name]
         if isinstance(shapes.get(name), tuple):
             dims: list[int] = list(shapes[name])
-        elif t.symbols <= env.keys():
+        elif t.symbols and t.symbols <= env.keys():  # static inputs are the model's, not the command line's
             try:
                 dims = list(t.concrete(env))
             except (ArithmeticError, KeyError, ValueError):
