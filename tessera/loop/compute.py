@@ -27,7 +27,7 @@ import numpy as np
 from tessera.graph.dtypes import DType
 from tessera.graph.registry import extend_op, get_op
 from tessera.graph.tensor_type import TensorType
-from tessera.loop.expr import BinOp, Call, Cast, Expr, Reduce, cast, children
+from tessera.loop.expr import BinOp, Call, Cast, Reduce, cast, children, walk
 from tessera.loop.te import Tensor, compute, topo_order
 
 PATTERNS = ("elementwise", "injective", "reduction", "anchor", "opaque")
@@ -128,18 +128,14 @@ def check_half_arithmetic(outputs: list[Tensor], name: str = "") -> None:
     """Raise NotImplementedError if a tensor computes on float16/bfloat16 values directly
     (anything but loading, selecting or converting them): code generators store half values
     as bits and only convert them."""
-
-    def visit(e: Expr) -> None:
-        if isinstance(e, (BinOp, Call, Reduce)) and any(c.dtype in HALF_DTYPES for c in children(e)):
-            raise NotImplementedError(f"{name}: arithmetic on {e.dtype} values (compute in float32 instead)")
-        if isinstance(e, Cast) and e.value.dtype in HALF_DTYPES and e.dtype not in ("f32", *HALF_DTYPES):
-            raise NotImplementedError(f"{name}: {e.value.dtype} is converted to float32 only")
-        for c in children(e):
-            visit(c)
-
     for t in topo_order(outputs):
-        if t.body is not None:
-            visit(t.body)
+        if t.body is None:
+            continue
+        for e in walk(t.body):
+            if isinstance(e, (BinOp, Call, Reduce)) and any(c.dtype in HALF_DTYPES for c in children(e)):
+                raise NotImplementedError(f"{name}: arithmetic on {e.dtype} values (compute in float32 instead)")
+            if isinstance(e, Cast) and e.value.dtype in HALF_DTYPES and e.dtype not in ("f32", *HALF_DTYPES):
+                raise NotImplementedError(f"{name}: {e.value.dtype} is converted to float32 only")
 
 
 def get_compute(op: str) -> ComputeDef | None:

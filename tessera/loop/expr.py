@@ -259,6 +259,8 @@ def _is_true(e: Expr) -> bool:
 
 
 # ---- traversal ---------------------------------------------------------------------------
+# Every walk below uses an explicit stack: expressions may be arbitrarily deep (fusion bounds
+# the depth of what it builds, but no algorithm here relies on Python's recursion limit).
 
 
 def children(e: Expr) -> tuple[Expr, ...]:
@@ -278,10 +280,14 @@ def children(e: Expr) -> tuple[Expr, ...]:
 
 
 def walk(e: Expr) -> Iterator[Expr]:
-    """``e`` and every sub-expression, outer first."""
-    yield e
-    for k in children(e):
-        yield from walk(k)
+    """``e`` and every sub-expression, outer first (pre-order, children left to right)."""
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        yield x
+        kids = children(x)
+        if kids:
+            stack.extend(reversed(kids))
 
 
 def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:
@@ -301,15 +307,49 @@ def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:
     return e
 
 
-def transform(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
-    """Bottom-up rewrite: ``fn`` returns a replacement or None to keep the (rebuilt) node."""
-    kids = children(e)
-    if kids:
-        new = tuple(transform(k, fn) for k in kids)
-        if any(n is not k for n, k in zip(new, kids, strict=True)):
-            e = rebuild(e, new)
-    r = fn(e)
-    return e if r is None else r
+def transform(e: Expr, fn: Callable[[Expr], Expr | None], expand: bool = False) -> Expr:
+    """Bottom-up rewrite: ``fn`` returns a replacement or None to keep the (rebuilt) node.
+
+    With ``expand`` a replacement is itself rewritten (bottom-up, ``fn`` included) before it
+    takes the node's place: for rules that substitute a definition which may hold more matches.
+    ``fn`` must be a function of its argument: a shared sub-expression is rewritten once."""
+    done: dict[int, Expr] = {}
+    keep: list[Expr] = []  # keeps visited nodes alive so their ids stay unique
+    results: list[Expr] = []
+    # (node, phase): phase 0 = children not yet pushed, 1 = children's results are on `results`
+    stack: list[tuple[Expr, int]] = [(e, 0)]
+    while stack:
+        x, phase = stack.pop()
+        if phase == 0:
+            r = done.get(id(x))
+            if r is not None:
+                results.append(r)
+                continue
+            kids = children(x)
+            stack.append((x, 1))
+            for k in reversed(kids):
+                stack.append((k, 0))
+            continue
+        if phase == 1:
+            kids = children(x)
+            y = x
+            if kids:
+                new = tuple(results[len(results) - len(kids):])
+                del results[len(results) - len(kids):]
+                if any(n is not k for n, k in zip(new, kids, strict=True)):
+                    y = rebuild(x, new)
+            r = fn(y)
+            if r is not None and expand:
+                stack.append((x, 2))  # finish x once the replacement is rewritten
+                stack.append((r, 0))
+                continue
+            out = y if r is None else r
+        else:  # phase 2: the rewritten replacement is on top of `results`
+            out = results.pop()
+        done[id(x)] = out
+        keep.append(x)
+        results.append(out)
+    return results[0]
 
 
 def substitute(e: Expr, env: Mapping[str, Expr]) -> Expr:
@@ -317,31 +357,64 @@ def substitute(e: Expr, env: Mapping[str, Expr]) -> Expr:
     return transform(e, lambda x: env.get(x.name) if isinstance(x, Var) else None)
 
 
+def same(a: Expr, b: Expr) -> bool:
+    """Structural equality (as ``==``) without recursion, for expressions of any depth."""
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if x is y:
+            continue
+        if type(x) is not type(y):
+            return False
+        kx, ky = children(x), children(y)
+        if len(kx) != len(ky):
+            return False
+        if kx:
+            if _shallow(x) != _shallow(y):
+                return False
+            stack.extend(zip(kx, ky, strict=True))
+        elif x != y:
+            return False
+    return True
+
+
+def _shallow(e: Expr) -> tuple[Any, ...]:
+    """The non-expression fields of an inner node (compared by :func:`same`)."""
+    if isinstance(e, BinOp):
+        return (e.op, e.dtype)
+    if isinstance(e, Call):
+        return (e.fn, e.dtype)
+    if isinstance(e, Load):
+        return (e.tensor, e.dtype)
+    if isinstance(e, Reduce):
+        return (e.combiner, e.axes, e.extents, e.dtype)
+    return (e.dtype,)
+
+
+def depth(e: Expr) -> int:
+    """Nodes on the longest root-to-leaf path of ``e`` (shared sub-expressions counted once)."""
+    memo: dict[int, int] = {}
+    stack: list[tuple[Expr, bool]] = [(e, False)]
+    while stack:
+        x, ready = stack.pop()
+        if id(x) in memo:
+            continue
+        kids = children(x)
+        if kids and not ready:
+            stack.append((x, True))
+            stack.extend((k, False) for k in kids)
+            continue
+        memo[id(x)] = 1 + max((memo[id(k)] for k in kids), default=0)
+    return memo[id(e)]
+
+
 def loads_in(e: Expr) -> list[Load]:
     """Every Load in ``e`` (pre-order)."""
-    out: list[Load] = []
-
-    def visit(x: Expr) -> None:
-        if isinstance(x, Load):
-            out.append(x)
-        for k in children(x):
-            visit(k)
-
-    visit(e)
-    return out
+    return [x for x in walk(e) if isinstance(x, Load)]
 
 
 def free_vars(e: Expr) -> set[str]:
-    out: set[str] = set()
-
-    def visit(x: Expr) -> None:
-        if isinstance(x, Var):
-            out.add(x.name)
-        for k in children(x):
-            visit(k)
-
-    visit(e)
-    return out
+    return {x.name for x in walk(e) if isinstance(x, Var)}
 
 
 # ---- range-aware index simplification ------------------------------------------------------
@@ -351,29 +424,51 @@ Ranges = Mapping[str, tuple[int, int]]  # var name -> inclusive [lo, hi]
 
 def bounds(e: Expr, ranges: Ranges) -> tuple[int, int] | None:
     """Inclusive integer bounds of an index expression, or None if unknown."""
+    if not isinstance(e, BinOp):
+        return _leaf_bounds(e, ranges)
+    memo: dict[int, tuple[int, int] | None] = {}
+    stack: list[tuple[Expr, bool]] = [(e, False)]
+    while stack:
+        x, ready = stack.pop()
+        if id(x) in memo:
+            continue
+        if not isinstance(x, BinOp) or not is_int(x.dtype):
+            memo[id(x)] = _leaf_bounds(x, ranges)
+        elif ready:
+            memo[id(x)] = _binop_bounds(x.op, memo[id(x.a)], memo[id(x.b)])
+        else:
+            stack.append((x, True))
+            stack.append((x.b, False))
+            stack.append((x.a, False))
+    return memo[id(e)]
+
+
+def _leaf_bounds(e: Expr, ranges: Ranges) -> tuple[int, int] | None:
     if isinstance(e, Const) and isinstance(e.value, int):
         return (e.value, e.value)
     if isinstance(e, Var):
         return ranges.get(e.name)
-    if isinstance(e, BinOp) and is_int(e.dtype):
-        a, b = bounds(e.a, ranges), bounds(e.b, ranges)
-        if a is None or b is None:
-            return None
-        if e.op == "add":
-            return (a[0] + b[0], a[1] + b[1])
-        if e.op == "sub":
-            return (a[0] - b[1], a[1] - b[0])
-        if e.op == "mul":
-            ps = [x * y for x in a for y in b]
-            return (min(ps), max(ps))
-        if e.op == "floordiv" and b[0] == b[1] and b[0] > 0:
-            return (a[0] // b[0], a[1] // b[0])
-        if e.op == "mod" and b[0] == b[1] and b[0] > 0:
-            return (a[0], a[1]) if 0 <= a[0] and a[1] < b[0] else (0, b[0] - 1)
-        if e.op == "min":
-            return (min(a[0], b[0]), min(a[1], b[1]))
-        if e.op == "max":
-            return (max(a[0], b[0]), max(a[1], b[1]))
+    return None
+
+
+def _binop_bounds(op: str, a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, int] | None:
+    if a is None or b is None:
+        return None
+    if op == "add":
+        return (a[0] + b[0], a[1] + b[1])
+    if op == "sub":
+        return (a[0] - b[1], a[1] - b[0])
+    if op == "mul":
+        ps = [x * y for x in a for y in b]
+        return (min(ps), max(ps))
+    if op == "floordiv" and b[0] == b[1] and b[0] > 0:
+        return (a[0] // b[0], a[1] // b[0])
+    if op == "mod" and b[0] == b[1] and b[0] > 0:
+        return (a[0], a[1]) if 0 <= a[0] and a[1] < b[0] else (0, b[0] - 1)
+    if op == "min":
+        return (min(a[0], b[0]), min(a[1], b[1]))
+    if op == "max":
+        return (max(a[0], b[0]), max(a[1], b[1]))
     return None
 
 
@@ -395,9 +490,17 @@ def _split_multiple(e: Expr, c: int, ranges: Ranges) -> tuple[Expr, Expr] | None
 
 
 def _sum_terms(e: Expr) -> list[Expr]:
-    if isinstance(e, BinOp) and e.op == "add":
-        return _sum_terms(e.a) + _sum_terms(e.b)
-    return [e]
+    """The operands of a tree of ``add``, left to right."""
+    out: list[Expr] = []
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, BinOp) and x.op == "add":
+            stack.append(x.b)
+            stack.append(x.a)
+        else:
+            out.append(x)
+    return out
 
 
 def _coeff_multiple(t: Expr, c: int) -> Expr | None:
@@ -456,35 +559,53 @@ def simplify(e: Expr, ranges: Ranges | None = None) -> Expr:
     out = e
     for _ in range(4):  # a few rounds reach a fixed point in practice
         prev, out = out, transform(out, rule)
-        if out == prev:
+        if out is prev or same(out, prev):
             break
     return out
 
 
+_SYM = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%", "lt": "<",
+        "le": "<=", "eq": "==", "ne": "!=", "and": "&&", "or": "||"}
+
+
 def to_str(e: Expr) -> str:
     """Readable text form."""
+    memo: dict[int, str] = {}
+    stack: list[tuple[Expr, bool]] = [(e, False)]
+    while stack:
+        x, ready = stack.pop()
+        if id(x) in memo:
+            continue
+        kids = children(x)
+        if kids and not ready:
+            stack.append((x, True))
+            stack.extend((k, False) for k in reversed(kids))
+            continue
+        memo[id(x)] = _node_str(x, [memo[id(k)] for k in kids])
+    return memo[id(e)]
+
+
+def _node_str(e: Expr, kids: list[str]) -> str:
+    """Text of one node given its children's texts."""
     if isinstance(e, Const):
         return repr(e.value) if e.dtype in (INDEX, BOOL) else f"{e.value!r}:{e.dtype}"
     if isinstance(e, Var):
         return e.name
     if isinstance(e, BinOp):
-        sym = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%", "lt": "<",
-               "le": "<=", "eq": "==", "ne": "!=", "and": "&&", "or": "||"}.get(e.op)
-        if sym:
-            return f"({to_str(e.a)} {sym} {to_str(e.b)})"
-        return f"{e.op}({to_str(e.a)}, {to_str(e.b)})"
+        sym = _SYM.get(e.op)
+        return f"({kids[0]} {sym} {kids[1]})" if sym else f"{e.op}({kids[0]}, {kids[1]})"
     if isinstance(e, Call):
-        return f"{e.fn}({', '.join(to_str(a) for a in e.args)})"
+        return f"{e.fn}({', '.join(kids)})"
     if isinstance(e, Select):
-        return f"select({to_str(e.cond)}, {to_str(e.a)}, {to_str(e.b)})"
+        return f"select({kids[0]}, {kids[1]}, {kids[2]})"
     if isinstance(e, Cast):
-        return f"{e.dtype}({to_str(e.value)})"
+        return f"{e.dtype}({kids[0]})"
     if isinstance(e, Load):
         name = getattr(e.tensor, "name", str(e.tensor))
-        return f"{name}[{', '.join(to_str(i) for i in e.indices)}]"
+        return f"{name}[{', '.join(kids)}]"
     if isinstance(e, Reduce):
         ax = ", ".join(f"{a.name}<{n}" for a, n in zip(e.axes, e.extents, strict=False))
-        return f"{e.combiner}({to_str(e.body)} over {ax})"
+        return f"{e.combiner}({kids[0]} over {ax})"
     return repr(e)
 
 
@@ -498,29 +619,30 @@ def linear_form(e: Expr) -> tuple[dict[Expr, int], int] | None:
     terms: dict[Expr, int] = {}
     const_part = 0
 
-    def add(x: Expr, k: int) -> bool:
+    def add(root: Expr, k0: int) -> bool:
         nonlocal const_part
-        if isinstance(x, Const) and isinstance(x.value, int) and not isinstance(x.value, bool):
-            const_part += k * x.value
-            return True
-        if isinstance(x, Var):
-            terms[x] = terms.get(x, 0) + k
-            return True
-        if isinstance(x, BinOp):
-            if x.op == "add":
-                return add(x.a, k) and add(x.b, k)
-            if x.op == "sub":
-                return add(x.a, k) and add(x.b, -k)
-            if x.op == "mul":
-                if isinstance(x.b, Const) and isinstance(x.b.value, int):
-                    return add(x.a, k * x.b.value)
-                if isinstance(x.a, Const) and isinstance(x.a.value, int):
-                    return add(x.b, k * x.a.value)
-                return False
-            if x.op in ("floordiv", "mod") and isinstance(x.b, Const):
+        stack = [(root, k0)]  # explicit stack: sums may be arbitrarily long
+        while stack:
+            x, k = stack.pop()
+            if isinstance(x, Const) and isinstance(x.value, int) and not isinstance(x.value, bool):
+                const_part += k * x.value
+            elif isinstance(x, Var):
                 terms[x] = terms.get(x, 0) + k
-                return True
-        return False
+            elif isinstance(x, BinOp) and x.op in ("add", "sub"):
+                stack.append((x.b, k if x.op == "add" else -k))
+                stack.append((x.a, k))
+            elif isinstance(x, BinOp) and x.op == "mul":
+                if isinstance(x.b, Const) and isinstance(x.b.value, int):
+                    stack.append((x.a, k * x.b.value))
+                elif isinstance(x.a, Const) and isinstance(x.a.value, int):
+                    stack.append((x.b, k * x.a.value))
+                else:
+                    return False
+            elif isinstance(x, BinOp) and x.op in ("floordiv", "mod") and isinstance(x.b, Const):
+                terms[x] = terms.get(x, 0) + k
+            else:
+                return False
+        return True
 
     if not add(e, 1):
         return None

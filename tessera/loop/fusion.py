@@ -24,6 +24,8 @@ on shapes and on the dataflow, never on operator names. Rules:
 - **opaque** ops are alone. A group never holds two anchors/reductions, and no merge may create
   a cycle between groups. A value that is a graph output, or has several consumers (outside a
   closed diamond), always ends a group.
+- **depth**: no dataflow path inside a group is longer than ``MAX_FUSED_DEPTH`` ops (bounds the
+  depth of the generated expressions; longer chains become several kernels).
 
 ``partition(g, explain=lines)`` appends one line per producer->consumer edge left unfused,
 with the reason; ``TESSERA_EXPLAIN_FUSION=1`` logs the same lines on logger ``tessera.fusion``.
@@ -50,6 +52,13 @@ LOG = logging.getLogger("tessera.fusion")
 EXPLAIN_ENV = "TESSERA_EXPLAIN_FUSION"
 HEAVY = ("anchor", "reduction")
 MAX_DIAMOND = 16  # nodes a closed elementwise diamond may add to a group at once
+# Ops on the longest dataflow path inside one group. Each fused op nests its expression into its
+# consumer's, so a chain of n fused ops becomes one C expression about n (times a few) levels
+# deep: the code generators walk expressions recursively and C compilers slow down sharply (GCC
+# may exhaust its stack) on expressions thousands of levels deep. A longer chain is split into
+# further kernels (one store and load per split). 32 is four times the longest chain any zoo
+# model fuses, so real models fuse exactly as without the bound.
+MAX_FUSED_DEPTH = 32
 
 
 @dataclass(eq=False)
@@ -296,6 +305,9 @@ class _Partitioner:
                     lst = self.consumers.setdefault(v, [])
                     if i not in lst:
                         lst.append(i)
+        self.node_preds: list[list[int]] = [
+            sorted({self.producer[v] for v in node.inputs if v and v in self.producer}) for node in self.nodes
+        ]
         self.graph_outputs = set(g.outputs)
         self.external = set(g.inputs) | set(g.constants)
         self.pattern = [get_compute(node.op).pattern for node in self.nodes]  # type: ignore[union-attr]
@@ -343,12 +355,19 @@ class _Partitioner:
         return self.pattern[i] in ("elementwise", "injective") and not self.view[i]
 
     def _absorb_producers(self, c: int) -> None:
-        for v in self.nodes[c].inputs:
-            p = self.producer.get(v) if v else None
-            if p is None or self.gid[p] == self.gid[c]:
+        """Fuse ``c``'s producers into its group, depth first (an explicit stack of input lists)."""
+        stack = [(c, iter(self.nodes[c].inputs))]
+        while stack:
+            node, inputs = stack[-1]
+            v = next(inputs, None)
+            if v is None:
+                stack.pop()
                 continue
-            if self._try(p, v, c) is None:
-                self._absorb_producers(p)
+            p = self.producer.get(v) if v else None
+            if p is None or self.gid[p] == self.gid[node]:
+                continue
+            if self._try(p, v, node) is None:
+                stack.append((p, iter(self.nodes[p].inputs)))
 
     def _grow_epilogue(self, h: int) -> None:
         for out in self.nodes[h].outputs:
@@ -457,6 +476,18 @@ class _Partitioner:
         outs = [o for o in self.nodes[c].outputs if o]
         return self._shape(outs[0]) if len(outs) == 1 else None
 
+    def _too_deep(self, gids: set[int]) -> bool:
+        """Whether the union of groups ``gids`` has a dataflow path longer than ``MAX_FUSED_DEPTH`` ops."""
+        members = sorted(m for g in gids for m in self.members[g])  # node order is topological
+        inside = set(members)
+        length: dict[int, int] = {}
+        for m in members:
+            n = 1 + max((length[q] for q in self.node_preds[m] if q in inside), default=0)
+            if n > MAX_FUSED_DEPTH:
+                return True
+            length[m] = n
+        return False
+
     def _creates_cycle(self, gids: set[int]) -> bool:
         """Whether merging ``gids`` makes a cycle: a path leaving them and coming back."""
         stack = [s for g in gids for s in self.succ[g] if s not in gids]
@@ -476,6 +507,8 @@ class _Partitioner:
         if self.gid[p] == self.gid[c]:
             return None
         reason = self._edge_reason(p, v, c)
+        if reason is None and self._too_deep({self.gid[p], self.gid[c]}):
+            reason = f"fused chain would exceed {MAX_FUSED_DEPTH} ops (split to bound expression depth)"
         if reason is None and self._creates_cycle({self.gid[p], self.gid[c]}):
             reason = "would create a cycle between groups"
         if reason is not None:
@@ -532,6 +565,8 @@ class _Partitioner:
         gids = {gp} | {self.gid[c] for c in region}
         if not fail and self.heavy[gp] is not None and self.role[p] == "pre":
             fail = "producer of an anchor/reduction operand"
+        if not fail and self._too_deep(gids):
+            fail = f"fused chain would exceed {MAX_FUSED_DEPTH} ops"
         if not fail and self._creates_cycle(gids):
             fail = "would create a cycle between groups"
         if fail:
@@ -623,19 +658,35 @@ class _Partitioner:
 
 
 def _topo_nodes(g: Graph) -> list[Node]:
-    """``g.nodes`` in a topological order (the given order when it already is one)."""
-    produced = set(g.inputs) | set(g.constants)
-    pending = list(g.nodes)
+    """``g.nodes`` in a topological order: the given order when it already is one, else the
+    order that always takes the earliest ready node (Kahn's algorithm, O(n log n))."""
+    producer: dict[str, int] = {}
+    for i, node in enumerate(g.nodes):
+        for o in node.outputs:
+            if o:
+                producer.setdefault(o, i)
+    available = set(g.inputs) | set(g.constants)
+    waiting = [0] * len(g.nodes)
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(g.nodes):
+        deps = {producer[x] for x in node.inputs if x and x not in available and x in producer}
+        missing = [x for x in node.inputs if x and x not in available and x not in producer]
+        if missing:
+            raise CompileError(f"graph {g.name!r} has a cycle or an undefined value (node {node.name!r})")
+        waiting[i] = len(deps)
+        for d in deps:
+            users.setdefault(d, []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
     order: list[Node] = []
-    while pending:
-        rest = []
-        for node in pending:
-            if all(not x or x in produced for x in node.inputs):
-                order.append(node)
-                produced.update(o for o in node.outputs if o)
-            else:
-                rest.append(node)
-        if len(rest) == len(pending):
-            raise CompileError(f"graph {g.name!r} has a cycle or an undefined value (node {rest[0].name!r})")
-        pending = rest
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(g.nodes[i])
+        for u in users.get(i, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(g.nodes):
+        stuck = next(n for i, n in enumerate(g.nodes) if waiting[i])
+        raise CompileError(f"graph {g.name!r} has a cycle or an undefined value (node {stuck.name!r})")
     return order

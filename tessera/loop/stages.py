@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tessera.loop.expr import Const, Expr, Load, Reduce, Var, children, substitute, transform
+from tessera.loop.expr import Const, Expr, Load, Reduce, Var, substitute, transform, walk
 from tessera.loop.te import Tensor, topo_order
 
 
@@ -49,28 +49,21 @@ def kernel_flops(stages: Iterable[Stage]) -> int:
 
 
 def _loads_of(e: Expr, t: Tensor) -> list[Load]:
-    out: list[Load] = []
-
-    def visit(x: Expr) -> None:
-        if isinstance(x, Load) and x.tensor is t:
-            out.append(x)
-        for c in children(x):
-            visit(c)
-
-    visit(e)
-    return out
+    return [x for x in walk(e) if isinstance(x, Load) and x.tensor is t]
 
 
 def _inline(body: Expr, inlined: dict[int, Tensor]) -> Expr:
+    """``body`` with every load of an inlined tensor replaced by that tensor's (inlined) body
+    at the load's indices; iterative (``expand``), so chains of any length inline."""
     def rule(x: Expr) -> Expr | None:
         if isinstance(x, Load) and id(x.tensor) in inlined:
             t = inlined[id(x.tensor)]
             assert t.body is not None
             env = {ax.name: idx for ax, idx in zip(t.axes, x.indices, strict=True)}
-            return _inline(substitute(t.body, env), inlined)
+            return substitute(t.body, env)
         return None
 
-    return transform(body, rule)
+    return transform(body, rule, expand=True)
 
 
 def build_stages(outputs: list[Tensor]) -> list[Stage]:

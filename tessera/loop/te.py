@@ -73,9 +73,9 @@ def compute(
 
 
 def _has_reduce(e: Expr) -> bool:
-    from tessera.loop.expr import children
+    from tessera.loop.expr import walk
 
-    return isinstance(e, Reduce) or any(_has_reduce(c) for c in children(e))
+    return any(isinstance(x, Reduce) for x in walk(e))
 
 
 def reduce_axis(extent: int, hint: str = "r") -> tuple[Var, int]:
@@ -104,34 +104,34 @@ def rmin(body: Expr, *axes: tuple[Var, int]) -> Reduce:
 
 def inputs_of(t: Tensor) -> list[Tensor]:
     """Tensors loaded directly by ``t``'s body (in first-use order)."""
-    from tessera.loop.expr import children
+    from tessera.loop.expr import walk
 
     seen: dict[int, Tensor] = {}
-
-    def visit(e: Expr) -> None:
-        if isinstance(e, Load) and isinstance(e.tensor, Tensor):
-            seen.setdefault(id(e.tensor), e.tensor)
-        for c in children(e):
-            visit(c)
-
     if t.body is not None:
-        visit(t.body)
+        for e in walk(t.body):
+            if isinstance(e, Load) and isinstance(e.tensor, Tensor):
+                seen.setdefault(id(e.tensor), e.tensor)
     return list(seen.values())
 
 
 def topo_order(outputs: Sequence[Tensor]) -> list[Tensor]:
-    """All tensors reachable from ``outputs``, producers first."""
+    """All tensors reachable from ``outputs``, producers first (depth-first post-order, iterative)."""
     order: list[Tensor] = []
     seen: set[int] = set()
-
-    def visit(t: Tensor) -> None:
-        if id(t) in seen:
-            return
-        seen.add(id(t))
-        for s in inputs_of(t):
-            visit(s)
-        order.append(t)
-
     for o in outputs:
-        visit(o)
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        stack: list[tuple[Tensor, list[Tensor]]] = [(o, inputs_of(o)[::-1])]
+        while stack:
+            t, pending = stack[-1]
+            while pending and id(pending[-1]) in seen:
+                pending.pop()
+            if pending:
+                s = pending.pop()
+                seen.add(id(s))
+                stack.append((s, inputs_of(s)[::-1]))
+            else:
+                stack.pop()
+                order.append(t)
     return order

@@ -18,34 +18,94 @@ NONDETERMINISTIC = frozenset(
 )
 
 
-def rename_uses(g: Graph, old: str, new: str) -> None:
-    """Make every node input that reads ``old`` read ``new`` instead (in place)."""
-    for n in g.nodes:
-        if old in n.inputs:
-            n.inputs = [new if i == old else i for i in n.inputs]
+class GraphEditor:
+    """In-place rewrites of a working copy ``g`` in time linear in the edits: value producers and
+    users are indexed, removed or replaced nodes are marked and dropped by :meth:`finish`.
 
+    Passes iterate over a snapshot of ``g.nodes``; ``g.nodes`` itself is only rebuilt by
+    ``finish``, so a pass must not read it in between."""
 
-def forward_value(g: Graph, node: Node, old: str, new: str) -> bool:
-    """Prepare to delete ``node`` whose output ``old`` equals value ``new`` (same type).
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.slots: list[Node | None] = list(g.nodes)
+        self.slot: dict[int, int] = {id(n): k for k, n in enumerate(g.nodes)}
+        self.producer: dict[str, Node] = {o: n for n in g.nodes for o in n.outputs if o}
+        self.users: dict[str, list[Node]] = {}
+        for n in g.nodes:
+            self._add_uses(n)
+        self.outputs = set(g.outputs)
+        self.inputs = set(g.inputs)
 
-    Consumers of ``old`` are pointed at ``new``. When ``old`` is a graph output its name must
-    survive, so ``new``'s producer is renamed to produce ``old`` instead; when that is not
-    possible (``new`` is a graph input, a constant or itself a graph output) nothing changes
-    and False is returned: the caller must keep the node. Mutates ``g`` (a working copy)."""
-    if old not in g.outputs:
-        rename_uses(g, old, new)
+    def _add_uses(self, n: Node) -> None:
+        for i in n.inputs:
+            if i:
+                self.users.setdefault(i, []).append(n)
+
+    def is_used(self, value: str) -> bool:
+        """Whether a live node reads ``value`` or it is a graph output."""
+        return value in self.outputs or any(id(n) in self.slot and value in n.inputs
+                                            for n in self.users.get(value, ()))
+
+    def remove(self, node: Node) -> None:
+        k = self.slot.pop(id(node), None)
+        if k is not None:
+            self.slots[k] = None
+        for o in node.outputs:
+            if o and self.producer.get(o) is node:
+                del self.producer[o]
+
+    def replace(self, old: Node, new: Node) -> None:
+        """Put ``new`` in ``old``'s place (same position in the node order)."""
+        k = self.slot.pop(id(old))
+        self.slots[k] = new
+        self.slot[id(new)] = k
+        for o in old.outputs:
+            if o and self.producer.get(o) is old:
+                del self.producer[o]
+        for o in new.outputs:
+            if o:
+                self.producer[o] = new
+        self._add_uses(new)
+
+    def rename_uses(self, old: str, new: str, skip: Node | None = None) -> None:
+        """Make every node input that reads ``old`` read ``new`` instead."""
+        moved = []
+        for n in self.users.pop(old, ()):
+            if n is skip:
+                moved.append(n)  # still reads ``old``
+                continue
+            if old in n.inputs:
+                n.inputs = [new if i == old else i for i in n.inputs]
+                self.users.setdefault(new, []).append(n)
+        if moved:
+            self.users[old] = moved
+
+    def forward_value(self, node: Node, old: str, new: str) -> bool:
+        """Prepare to delete ``node`` whose output ``old`` equals value ``new`` (same type).
+
+        Consumers of ``old`` are pointed at ``new``. When ``old`` is a graph output its name must
+        survive, so ``new``'s producer is renamed to produce ``old`` instead; when that is not
+        possible (``new`` is a graph input, a constant or itself a graph output) nothing changes
+        and False is returned: the caller must keep the node."""
+        if old not in self.outputs:
+            self.rename_uses(old, new)
+            return True
+        if new in self.g.constants or new in self.inputs or new in self.outputs:
+            return False
+        producer = self.producer.get(new)
+        if producer is None or producer is node:
+            return False
+        producer.outputs = [old if o == new else o for o in producer.outputs]
+        del self.producer[new]
+        self.producer[old] = producer
+        self.rename_uses(new, old, skip=node)
+        self.g.types.pop(new, None)
         return True
-    if new in g.constants or new in g.inputs or new in g.outputs:
-        return False
-    producer = next((n for n in g.nodes if new in n.outputs), None)
-    if producer is None or producer is node:
-        return False
-    producer.outputs = [old if o == new else o for o in producer.outputs]
-    for n in g.nodes:
-        if n is not node and new in n.inputs:
-            n.inputs = [old if i == new else i for i in n.inputs]
-    g.types.pop(new, None)
-    return True
+
+    def finish(self) -> Graph:
+        """Write the edited node list back to ``g`` and return it."""
+        self.g.nodes = [n for n in self.slots if n is not None]
+        return self.g
 
 
 def attr_key(value: Any) -> Any:

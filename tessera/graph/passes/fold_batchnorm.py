@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tessera.graph.ir import Graph, Node
-from tessera.graph.passes._rewrite import infers_as, op_attrs, use_counts
+from tessera.graph.passes._rewrite import GraphEditor, infers_as, op_attrs, use_counts
 
 
 def fold_batchnorm(g: Graph) -> Graph:
@@ -17,7 +17,8 @@ def fold_batchnorm(g: Graph) -> Graph:
     ``s = scale / sqrt(var + eps)``: ``W' = W * s`` per output channel and
     ``b' = (b - mean) * s + bias``. Arithmetic is done in float64."""
     out = g.copy()
-    producers = out.producers()
+    ed = GraphEditor(out)
+    producers = ed.producer
     uses = use_counts(out)
     for bn in list(out.nodes):
         if bn.op != "BatchNormalization" or len(bn.inputs) < 5 or not bn.inputs[0]:
@@ -44,11 +45,10 @@ def fold_batchnorm(g: Graph) -> Graph:
             for c in new_consts:
                 del out.constants[c], out.types[c]
             continue
-        out.nodes[out.nodes.index(prev)] = fused
-        out.nodes.remove(bn)
+        ed.remove(bn)
+        ed.replace(prev, fused)
         out.types.pop(prev.outputs[0], None)
-        producers[y] = fused
-    return out
+    return ed.finish()
 
 
 def _fold_conv(g: Graph, conv: Node, s: np.ndarray, shift: np.ndarray) -> Node | None:

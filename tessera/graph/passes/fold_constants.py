@@ -9,7 +9,7 @@ import numpy as np
 from tessera.errors import GraphError
 from tessera.graph.dtypes import DType
 from tessera.graph.ir import Graph, Node
-from tessera.graph.passes._rewrite import NONDETERMINISTIC, forward_value
+from tessera.graph.passes._rewrite import NONDETERMINISTIC, GraphEditor
 from tessera.graph.registry import get_op, normalize_attrs
 from tessera.graph.shape_inference import EVAL_LIMIT, infer_node, known_values
 from tessera.graph.tensor_type import TensorType
@@ -26,15 +26,16 @@ def fold_constants(g: Graph, size_limit: int = DEFAULT_SIZE_LIMIT) -> Graph:
 
     Nondeterministic (random) operators are never folded. Graph output names are kept."""
     out = g.copy()
+    ed = GraphEditor(out)
     values = known_values(out)
     for node in list(out.nodes):
-        src = _passthrough(out, node)
+        src = _passthrough(ed, node)
         if src is not None:
             dst = node.outputs[0]
-            if forward_value(out, node, dst, src):
-                if src in values and dst in out.outputs:  # src's producer now produces dst
+            if ed.forward_value(node, dst, src):
+                if src in values and dst in ed.outputs:  # src's producer now produces dst
                     values[dst] = values.pop(src)
-                _delete(out, node, keep_types=dst in out.outputs)
+                _delete(ed, node, keep_types=dst in ed.outputs)
                 continue
         if node.op in NONDETERMINISTIC:
             _record(out, node, values)
@@ -44,34 +45,35 @@ def fold_constants(g: Graph, size_limit: int = DEFAULT_SIZE_LIMIT) -> Graph:
             _record(out, node, values)
             folded = _known_values(out, node, values)
         if folded is not None:
-            out.nodes.remove(node)
+            ed.remove(node)
             for name, arr in folded.items():
                 out.constants[name] = arr
                 if arr.size <= EVAL_LIMIT:
                     values[name] = arr
-    return out
+    return ed.finish()
 
 
-def _passthrough(g: Graph, node: Node) -> str | None:
+def _passthrough(ed: GraphEditor, node: Node) -> str | None:
     """The input an identity-like node forwards unchanged, or None."""
     if node.op == "Identity" and len(node.inputs) == 1 and len(node.outputs) == 1:
         return node.inputs[0] or None
     if node.op == "Dropout" and node.inputs and node.inputs[0]:
         mask = node.outputs[1] if len(node.outputs) > 1 else ""
-        if mask and (mask in g.outputs or any(mask in n.inputs for n in g.nodes)):
+        if mask and ed.is_used(mask):
             return None
         training = node.inputs[2] if len(node.inputs) > 2 else ""
-        if training and (training not in g.constants or bool(np.any(g.constants[training]))):
+        consts = ed.g.constants
+        if training and (training not in consts or bool(np.any(consts[training]))):
             return None
         return node.inputs[0]
     return None
 
 
-def _delete(g: Graph, node: Node, keep_types: bool) -> None:
+def _delete(ed: GraphEditor, node: Node, keep_types: bool) -> None:
     """Remove a forwarded node; its secondary outputs (e.g. an unused Dropout mask) vanish."""
-    g.nodes.remove(node)
+    ed.remove(node)
     for o in node.outputs[0 if not keep_types else 1:]:
-        g.types.pop(o, None)
+        ed.g.types.pop(o, None)
 
 
 def _fits_type(g: Graph, name: str, arr: np.ndarray) -> bool:

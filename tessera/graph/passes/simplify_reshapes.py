@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tessera.graph.ir import Graph, Node
-from tessera.graph.passes._rewrite import const_ints, forward_value, infers_as, op_attrs
+from tessera.graph.passes._rewrite import GraphEditor, const_ints, infers_as, op_attrs
 from tessera.graph.symbolic import Dim
 
 # Operators that only change a tensor's shape, never its data order.
@@ -26,7 +26,8 @@ def simplify_reshapes(g: Graph) -> Graph:
 
     Intermediate nodes left without consumers are removed by dead code elimination."""
     out = g.copy()
-    producers = out.producers()
+    ed = GraphEditor(out)
+    producers = ed.producer
     for node in list(out.nodes):
         x = node.inputs[0] if node.inputs else ""
         if not x or len(node.outputs) != 1 or node.outputs[0] not in out.types or x not in out.types:
@@ -34,32 +35,32 @@ def simplify_reshapes(g: Graph) -> Graph:
         y = node.outputs[0]
         if node.op in RESHAPE_LIKE:
             if out.types[x] == out.types[y]:
-                _remove(out, node, y, x, producers)
+                _remove(ed, node, y, x)
                 continue
             inner = producers.get(x)
             if inner is not None and inner.op in RESHAPE_LIKE and inner.inputs[0]:
                 if out.types.get(inner.inputs[0]) == out.types[y]:
-                    _remove(out, node, y, inner.inputs[0], producers)
+                    _remove(ed, node, y, inner.inputs[0])
                 else:
-                    _collapse_reshapes(out, node, inner.inputs[0], producers)
+                    _collapse_reshapes(ed, node, inner.inputs[0])
         elif node.op == "Expand" and out.types[x] == out.types[y]:  # broadcasts nothing
-            _remove(out, node, y, x, producers)
+            _remove(ed, node, y, x)
         elif node.op == "Transpose":
             perm = _perm(node, out.types[x].rank)
             inner = producers.get(x)
             if perm == list(range(len(perm))):
-                _remove(out, node, y, x, producers)
+                _remove(ed, node, y, x)
             elif inner is not None and inner.op == "Transpose" and inner.inputs[0] in out.types:
                 src = inner.inputs[0]
                 inner_perm = _perm(inner, out.types[src].rank)
                 perm = [inner_perm[p] for p in perm]
                 if perm == list(range(len(perm))):
-                    _remove(out, node, y, src, producers)
+                    _remove(ed, node, y, src)
                     continue
                 new = Node("Transpose", [src], [y], {"perm": perm}, node.name)
                 if infers_as(out, new, [out.types[y]]):
-                    _replace(out, node, new, producers)
-    return out
+                    ed.replace(node, new)
+    return ed.finish()
 
 
 def _perm(node: Node, rank: int) -> list[int]:
@@ -67,24 +68,17 @@ def _perm(node: Node, rank: int) -> list[int]:
     return [int(p) % max(rank, 1) for p in perm] if perm else list(range(rank))[::-1]
 
 
-def _remove(g: Graph, node: Node, y: str, x: str, producers: dict[str, Node]) -> None:
-    if forward_value(g, node, y, x):
-        g.nodes.remove(node)
-        if y not in g.outputs:
-            g.types.pop(y, None)
-        producers.clear()
-        producers.update(g.producers())
+def _remove(ed: GraphEditor, node: Node, y: str, x: str) -> None:
+    if ed.forward_value(node, y, x):
+        ed.remove(node)
+        if y not in ed.outputs:
+            ed.g.types.pop(y, None)
 
 
-def _replace(g: Graph, old: Node, new: Node, producers: dict[str, Node]) -> None:
-    g.nodes[g.nodes.index(old)] = new
-    for o in new.outputs:
-        producers[o] = new
-
-
-def _collapse_reshapes(g: Graph, node: Node, src: str, producers: dict[str, Node]) -> None:
+def _collapse_reshapes(ed: GraphEditor, node: Node, src: str) -> None:
     """Replace a reshape-like ``node`` fed by another reshape-like node by one Reshape of
     ``src`` (the inner node's input), trying candidate constant targets in order."""
+    g = ed.g
     y = node.outputs[0]
     out_shape, in_shape = g.types[y].shape, g.types[src].shape
     candidates: list[tuple[list[int], int]] = []
@@ -104,7 +98,7 @@ def _collapse_reshapes(g: Graph, node: Node, src: str, producers: dict[str, Node
         attrs = {"allowzero": 1} if allowzero else {}
         new = Node("Reshape", [src, const], [y], attrs, node.name)
         if infers_as(g, new, [g.types[y]]):
-            _replace(g, node, new, producers)
+            ed.replace(node, new)
             return
         del g.constants[const], g.types[const]
 
