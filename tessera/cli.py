@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input tensor (repeat per input); zoo models default to their example inputs; "
                         "the compiled model is specialized to these shapes")
-    p.add_argument("--output", metavar="OUT.npz", help="save outputs under the model's output names")
+    p.add_argument("-o", "--output", metavar="OUT.npz", help="save outputs under the model's output names")
     p.add_argument("--reference", action="store_true", help="run the NumPy reference executor instead of compiling")
     _add_target_args(p)
 

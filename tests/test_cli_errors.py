@@ -114,7 +114,7 @@ def test_unwritable_outputs(cmd: str, files: dict[str, Path], capsys: pytest.Cap
     if suffix in (".npz", ".tsa"):
         cases.append((tmp / f"adir{suffix}", "it is a directory"))
     for out, msg in cases:
-        argv = {"run": ["run", model, "--input", x, "--output", str(out)],
+        argv = {"run": ["run", model, "--input", x, "-o", str(out)],
                 "run-reference": ["run", model, "--reference", "--input", x, "--output", str(out)],
                 "compile": ["compile", model, "--dim", "batch=2", "-o", str(out)],
                 "export": ["export", "resnet50", str(out)],
