@@ -316,6 +316,13 @@ class TuningDB:
         rows = self._read(f"SELECT {', '.join(_COLUMNS)} FROM records{where} ORDER BY id", args)
         return [r for r in (_record(row) for row in rows) if r is not None]
 
+    def bad_traces(self, workload: str, target: str) -> set[str]:
+        """Step traces (as stored, :func:`trace_text`) of the records of (workload, target) marked bad."""
+        if self.schema < 2:
+            return set()
+        return {str(r[0]) for r in self._read("SELECT steps FROM records WHERE workload = ? AND target = ? "
+                                               "AND verdict = 'bad'", (workload, target))}
+
     def _not_bad(self) -> str:
         return " AND verdict != 'bad'" if self.schema >= 2 else ""
 
@@ -442,9 +449,14 @@ def _where(workload: str | None, target: str | None) -> tuple[str, tuple[str, ..
     return (" WHERE " + " AND ".join(conds) if conds else ""), tuple(args)
 
 
+def trace_text(r: Record) -> str:
+    """A record's step trace as the database stores it."""
+    return json.dumps(r.steps, separators=(",", ":"))
+
+
 def _row(r: Record) -> tuple[Any, ...]:
     row = (r.workload, r.target, json.dumps(r.config, sort_keys=True, separators=(",", ":")),
-           json.dumps(r.steps, separators=(",", ":")), r.status, r.seconds, int(r.is_default), r.error,
+           trace_text(r), r.status, r.seconds, int(r.is_default), r.error,
            int(r.flops), r.workload_name, r.target_name, float(r.created))
     return (*row, hashlib.sha256(json.dumps(row).encode()).hexdigest())
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from tessera.loop.stages import stage_flops
 from tessera.tune.cost_model import CostModel
-from tessera.tune.database import Record, TuningDB, possible_seconds
+from tessera.tune.database import Record, TuningDB, possible_seconds, trace_text
 from tessera.tune.harness import BuiltKernel, render_kernel_source, task_data
 from tessera.tune.measure import Measurer, MeasureResult
 from tessera.tune.search import Candidate, TaskSearch
@@ -189,14 +189,18 @@ def _resume(searches: list[TaskSearch], db: TuningDB, target: Any) -> None:
     """Load each task's stored measurements (best, default, what not to measure again)."""
     for s in searches:
         default_key = s.default_candidate().key
+        bad = db.bad_traces(s.task.key, target.hash)
         for rec in db.records(s.task.key, target.hash):
             try:
                 c = s.candidate(rec.config)
             except (ValueError, KeyError, TypeError):
                 continue  # a point of an older knob space
-            if rec.is_default and rec.status == "ok" and c.key == default_key:  # the rules may have changed
+            status = "wrong" if bad and trace_text(rec) in bad else rec.status  # failed compile's check
+            if status == "ok" and possible_seconds(rec.seconds):
+                status = "error"  # an impossible time stored by an older Tessera: never the best
+            if rec.is_default and status == "ok" and c.key == default_key:  # the rules may have changed
                 s.default_seconds = rec.seconds
-            s.record(c, rec.seconds, rec.status)
+            s.record(c, rec.seconds if status == "ok" else None, status)
 
 
 def _fit(model: CostModel, searches: list[TaskSearch]) -> None:

@@ -233,3 +233,20 @@ def test_records_for_a_target_this_machine_cannot_run_are_used_only_when_verifie
     assert "cannot be checked (this machine cannot run code for target x86-avx2)" in caplog.text
     with TuningDB(path) as db:
         assert db.verdicts() == {"": 1}  # not its fault: not marked
+
+
+def test_tuner_resume_ignores_bad_and_impossible_records(tmp_path: Path) -> None:
+    from tessera.tune.tuner import _resume
+
+    task, s = _task()
+    c = _other_candidate(s)
+    path = tmp_path / "r.db"
+    with TuningDB(path) as db:
+        rec = _record(task, c, seconds=1e-7)
+        db.add(rec)
+        db.set_verdict(db.candidates(task.key, TARGET.hash)[0].uid, "bad", "test")
+        db.conn.execute("UPDATE records SET seconds = ? WHERE id = 1", (float("-inf"),))  # as an old Tessera might
+        db.conn.commit()
+        search = TaskSearch(task, TARGET, 0)
+        _resume([search], db, TARGET)
+    assert search.best_seconds is None and search.measured[c.key].status == "wrong"
