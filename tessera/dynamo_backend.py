@@ -361,11 +361,13 @@ def _graph(gm: Any, example_inputs: Sequence[Any], opts: dict[str, Any], part: s
 
 
 def _import(module: Any, inputs: list[Any]) -> Any:
-    import torch
+    """Import in a fresh thread: torch's thread-local state of the caller would leak into torch.export
+    (Dynamo's tracing context lends its fake mode and guards on Dynamo's sources, e.g. ``L['x']``; inside
+    AOTAutograd's forward the autograd dispatch keys are excluded, which breaks functionalization)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     from tessera.frontend.torch_importer import import_torch
 
-    # Dynamo's tracing context would lend its fake mode and guards (on Dynamo's sources, e.g.
-    # L['x']) to torch.export; the graph is exported on its own.
-    with torch._guards.tracing(None):
-        return import_torch(module, tuple(inputs), input_names=[f"input_{i}" for i in range(len(inputs))])
+    names = [f"input_{i}" for i in range(len(inputs))]
+    with ThreadPoolExecutor(1, thread_name_prefix="tessera-import") as pool:
+        return pool.submit(import_torch, module, tuple(inputs), input_names=names).result()

@@ -135,3 +135,22 @@ def test_frozen_options_do_not_freeze_training(spy) -> None:
     compiled = torch.compile(model, backend="tessera", options={"freeze": True})
     _assert_same_training(model, compiled, ref, steps=3)
     assert len(spy["compiles"]) == 2
+
+
+def test_dynamic_shape_training_compiles_per_shape(spy) -> None:
+    """Symbolic sizes: forward and backward are compiled on their first call, inside AOTAutograd's
+    forward and the autograd engine's backward (the import runs outside their thread-local state)."""
+    model = _mlp()
+    ref = copy.deepcopy(model)
+    compiled = torch.compile(model, backend="tessera", dynamic=True)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for n in (2, 3, 5):
+            x = torch.randn(n, 8)
+            for m in (compiled, ref):
+                m.zero_grad()
+                m(x).square().sum().backward()
+            for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+                np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert not _tessera_warnings(record)
+    assert len(spy["compiles"]) == 6 and len(spy["runs"]) == 6  # forward and backward per batch size
