@@ -154,3 +154,26 @@ def test_dynamic_shape_training_compiles_per_shape(spy) -> None:
                 np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-4, atol=1e-6)
     assert not _tessera_warnings(record)
     assert len(spy["compiles"]) == 6 and len(spy["runs"]) == 6  # forward and backward per batch size
+
+
+def test_switching_grad_mode_and_requires_grad_keeps_gradients(spy) -> None:
+    """A graph compiled for inference is not reused when gradients are wanted (Dynamo guards on the
+    grad mode and on requires_grad): the grad-enabled call gets its own autograd graph."""
+    model = _mlp()
+    compiled = torch.compile(model, backend="tessera")
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        assert not compiled(x).requires_grad
+    compiled(x).sum().backward()
+    ref = copy.deepcopy(model)
+    for p in ref.parameters():
+        p.grad = None
+    ref(x).sum().backward()
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-4, atol=1e-6)
+    xg = x.clone().requires_grad_()
+    compiled(xg).square().sum().backward()
+    xr = x.clone().requires_grad_()
+    ref(xr).square().sum().backward()
+    np.testing.assert_allclose(xg.grad.numpy(), xr.grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert len(spy["compiles"]) >= 5  # inference; forward + backward; and again with the input's gradient
