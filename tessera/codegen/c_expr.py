@@ -112,8 +112,8 @@ class ScalarExprs:
             return half_cast(a, src, e.dtype)
         if e.dtype == "bool":
             return f"({a} != 0)"
-        if src in FLOATS and e.dtype in ("u8", "u16", "u32"):
-            a = f"(int64_t)({a})"  # a negative float wraps as in NumPy instead of being undefined
+        if src in FLOATS and (e.dtype in SIGNED or e.dtype in UNSIGNED):
+            return f"tsr_f2{e.dtype}((double)({a}))"  # defined for NaN and values out of range, unlike a C cast
         return f"(({c_type(e.dtype)})({a}))"
 
     def _call(self, e: Call) -> str:
@@ -130,7 +130,9 @@ class ScalarExprs:
             return f"(({rt})(!{x}))"
         if fn == "xor":
             return f"(({rt})(({x} != 0) != ({args[1]} != 0)))"
-        if fn in ("bitand", "bitor", "bitxor", "shl", "shr"):
+        if fn == "shl":  # in unsigned arithmetic: a signed left shift that overflows is undefined in C
+            return f"(({rt})((uint64_t)({x}) << ({args[1]})))"
+        if fn in ("bitand", "bitor", "bitxor", "shr"):
             sym = {"bitand": "&", "bitor": "|", "bitxor": "^", "shl": "<<", "shr": ">>"}[fn]
             return f"(({rt})({x} {sym} {args[1]}))"
         if fn == "bitnot":

@@ -102,7 +102,9 @@ def half_cast(a: str, src: str, dst: str) -> str:
         if dst == "f32":
             return a
         if dst not in HALF:
-            return f"(({c_type(dst)})({a}))" if dst != "bool" else f"({a} != 0)"
+            if dst == "bool":
+                return f"({a} != 0)"
+            return f"tsr_f2{dst}((double)({a}))" if dst in SIGNED or dst in UNSIGNED else f"(({c_type(dst)})({a}))"
     if dst not in HALF:
         raise ValueError(f"half_cast: neither {src} nor {dst} is a 16-bit float")
     wide = "f32" if src == "f32" else "f64"
@@ -149,9 +151,9 @@ static inline int64_t tsr_abs_i64(int64_t a) { return a < 0 ? (int64_t)(0 - (uin
 static inline int64_t tsr_sign_i64(int64_t a) { return (a > 0) - (a < 0); }
 static inline int64_t tsr_pow_i64(int64_t a, int64_t b) {
   if (b < 0) return a == 1 ? 1 : a == -1 ? ((b & 1) ? -1 : 1) : 0;
-  int64_t r = 1;
-  while (b) { if (b & 1) r *= a; a *= a; b >>= 1; }
-  return r;
+  uint64_t r = 1, x = (uint64_t)a;  /* unsigned: overflow wraps, as NumPy's integer power */
+  while (b) { if (b & 1) r *= x; x *= x; b >>= 1; }
+  return (int64_t)r;
 }
 #define TSR_FLOAT_HELPERS(T, S, FMOD, FLOOR, COPYSIGN) \
 static inline T tsr_min_##S(T a, T b) { T m = a < b ? a : b; return a != a ? a : m; } \
@@ -174,6 +176,24 @@ static inline T tsr_floordiv_##S(T a, T b) { \
 }
 TSR_FLOAT_HELPERS(float, f32, fmodf, floorf, copysignf)
 TSR_FLOAT_HELPERS(double, f64, fmod, floor, copysign)
+/* float to integer, defined for every value (a C cast of NaN or of a value out of range is undefined):
+   truncation; NaN -> 0; beyond a signed type's range: its min/max; to an unsigned type, a negative value
+   wraps as its int64 value (as NumPy), below -2**63 gives 0, above the max saturates
+   (the reference's graph.ops.elementwise.float_to_int) */
+#define TSR_F2S(T, S, LO, MAX, MIN) \
+static inline T tsr_f2##S(double x) { return x != x ? (T)0 : x >= -(LO) ? MAX : x < (LO) ? MIN : (T)x; }
+#define TSR_F2U(T, S, TOP, MAX) \
+static inline T tsr_f2##S(double x) { \
+  return x != x ? (T)0 : x >= (TOP) ? MAX : x >= 0 ? (T)x : x >= -9223372036854775808.0 ? (T)(int64_t)x : (T)0; \
+}
+TSR_F2S(int8_t, i8, -128.0, INT8_MAX, INT8_MIN)
+TSR_F2S(int16_t, i16, -32768.0, INT16_MAX, INT16_MIN)
+TSR_F2S(int32_t, i32, -2147483648.0, INT32_MAX, INT32_MIN)
+TSR_F2S(int64_t, i64, -9223372036854775808.0, INT64_MAX, INT64_MIN)
+TSR_F2U(uint8_t, u8, 256.0, UINT8_MAX)
+TSR_F2U(uint16_t, u16, 65536.0, UINT16_MAX)
+TSR_F2U(uint32_t, u32, 4294967296.0, UINT32_MAX)
+TSR_F2U(uint64_t, u64, 18446744073709551616.0, UINT64_MAX)
 static inline float tsr_bf16_to_f32(uint16_t h) {
   uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f;
 }

@@ -294,7 +294,17 @@ class VectorExprs:
             if e.value.dtype in FLOATS and e.dtype.startswith("u"):
                 raise NoVec("float to unsigned casts are not vectorized")
             a = self._vec(e.value)
-            return self._emit(vt, f"__builtin_convertvector({a}, {vt})", e)
+            if e.value.dtype not in FLOATS or e.dtype in FLOATS:
+                return self._emit(vt, f"__builtin_convertvector({a}, {vt})", e)
+            # float to int as tsr_f2<int> does: x86 converts NaN and values out of range to INT_MIN (the
+            # saturated value below the range), so lanes at or above 2**(w-1) take MAX and NaN lanes 0
+            r = self._emit(vt, f"__builtin_convertvector({a}, {vt})")
+            bits = 8 * WIDTH[e.dtype]
+            mt = self._vt("bool")
+            hi = self._emit(mt, f"{a} >= {self._vec(const(2.0 ** (bits - 1), e.value.dtype))}")
+            r = self._blend(vt, hi, self._vec(const(2 ** (bits - 1) - 1, e.dtype)), r, None)
+            nan = self._emit(mt, f"{a} != {a}")
+            return self._blend(vt, nan, self._vec(const(0, e.dtype)), r, e)
         if isinstance(e, Call):
             return self._vcall(e, vt)
         raise NoVec(f"{type(e).__name__} {getattr(e, 'op', '')} is not vectorized")

@@ -396,3 +396,32 @@ def test_register_tile_stored_across_its_lanes(build, ti: int, accumulate: bool)
     built.run(k, [a, b, bias, r, ct])
     np.testing.assert_allclose(ct, want, rtol=1e-5, atol=1e-4)
     assert ("__builtin_shuffle" in built.source) != accumulate
+
+
+def test_float_to_int_casts_are_defined_for_nan_and_out_of_range(build) -> None:
+    """Vectorized (f32 -> i32, f64 -> i64) and scalar casts give graph.ops.elementwise.float_to_int:
+    NaN -> 0, beyond the range -> min/max (a C cast, and x86's cvtt*, give INT_MIN for both)."""
+    from tessera.graph.ops.elementwise import float_to_int
+
+    special = [np.nan, np.inf, -np.inf, 3e9, -3e9, 2.0**31, -(2.0**31), 2.0**63, -(2.0**63), 1e30, -0.0, 1.5, -1.5]
+    n = 64
+    x32, x64 = Buffer("x32", (n,), "f32"), Buffer("x64", (n,), "f64")
+    outs = [Buffer("v32", (n,), "i32"), Buffer("v64", (n,), "i64"), Buffer("s8", (n,), "i8"),
+            Buffer("s16", (n,), "u16"), Buffer("s32", (n,), "u32"), Buffer("s64", (n,), "u64")]
+    i = Var("i")
+    body = Seq([
+        For(i, n, "vectorized", st(outs[0], (i,), cast(ld(x32, i), "i32"))),
+        For(i, n, "vectorized", st(outs[1], (i,), cast(ld(x64, i), "i64"))),
+        *[For(i, n, "serial", st(o, (i,), cast(ld(x32, i), o.dtype))) for o in outs[2:]],
+    ])
+    k = Kernel("f2i", [x32, x64, *outs], body, 2)
+    xs = np.resize(np.array(special), n)
+    a32, a64 = xs.astype(np.float32), xs.astype(np.float64)
+    got = _arrays(k, [a32, a64])
+    built = build([k])
+    assert built.source.count("__builtin_convertvector") >= 2  # both vector loops are explicit vector code
+    built.run(k, got)
+    for o, y in zip(outs, got[2:], strict=True):
+        src = a64 if o.dtype == "i64" else a32
+        np.testing.assert_array_equal(y, float_to_int(src, np_dtype(o.dtype)), err_msg=o.dtype)
+

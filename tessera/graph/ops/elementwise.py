@@ -196,8 +196,19 @@ nary_op("Div", _div, propagate=_div_dims)
 
 
 def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.dtype.kind in "iu" and b.dtype.kind in "iu" and not (b < 0).any():
-        return np.power(a, b.astype(a.dtype))
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        # Element by element: a non-negative exponent is exact with two's-complement wrap-around
+        # (NumPy's integer power); a negative one truncates a ** b toward zero: 1 and -1 stay +-1,
+        # every other base (0 included, whose power is undefined) gives 0.
+        neg = b < 0
+        with np.errstate(over="ignore"):
+            y = np.power(a, np.where(neg, 0, b).astype(a.dtype))
+        if neg.any():
+            odd = np.abs(b.astype(np.int64) % 2) == 1
+            minus_one = (a == -1) if a.dtype.kind == "i" else np.zeros(a.shape, bool)
+            at_neg = np.where(a == 1, 1, np.where(minus_one, np.where(odd, -1, 1), 0)).astype(a.dtype)
+            y = np.where(neg, at_neg, y)
+        return y
     return np.power(a.astype(np.float64), b.astype(np.float64))
 
 
@@ -389,13 +400,36 @@ register(OpDef("Where", _where_infer, _where_ref, {}, (3, 3), (1, 1), elementwis
 _CAST_ATTRS = {"saturate": Attr("int", 1), "round_mode": Attr("str", "up")}
 
 
+def float_to_int(x: np.ndarray, to: np.dtype) -> np.ndarray:
+    """Float to integer conversion, defined for every value (C and NumPy leave NaN and values out
+    of range undefined or platform-dependent): truncation toward zero; NaN gives 0; a value
+    beyond a signed type's range saturates to its min/max; to an unsigned type, a negative value
+    wraps as its int64 value does (NumPy's behaviour: -1.0 -> 255 for uint8), below -2**63 it
+    gives 0, and above the type's max saturates to max."""
+    info = np.iinfo(to)
+    t = np.trunc(np.asarray(x, dtype=np.float64))
+    nan = np.isnan(t)
+    if to.kind == "i":
+        lo, hi = float(info.min), -float(info.min)  # [-2**(w-1), 2**(w-1)) is exact in float64
+        safe = np.where(nan | (t < lo) | (t >= hi), 0.0, t).astype(to)
+        return np.where(t >= hi, info.max, np.where(t < lo, info.min, safe)).astype(to)
+    top = float(info.max) + 1.0  # 2**w, exact
+    wraps = (t < 0) & (t >= -(2.0**63))
+    safe = np.where(nan | (t < 0) | (t >= top), 0.0, t).astype(to)
+    wrapped = np.where(wraps, t, 0.0).astype(np.int64).astype(to)
+    return np.where(t >= top, info.max, np.where(wraps, wrapped, safe)).astype(to)
+
+
 def cast_array(x: np.ndarray, to: np.dtype) -> np.ndarray:
-    """ONNX Cast of one array: float to int truncates toward zero; to bool is ``x != 0``."""
+    """ONNX Cast of one array: float to int truncates toward zero (NaN and values out of range:
+    :func:`float_to_int`); to bool is ``x != 0``."""
     with np.errstate(all="ignore"):
         if to == np.bool_:
             return np.asarray(x != 0)
         if x.dtype == _BF16 and to.kind in "iu":
             x = x.astype(np.float32)
+        if np.asarray(x).dtype.kind == "f" and to.kind in "iu":
+            return float_to_int(x, to)
         return np.asarray(x).astype(to)
 
 
