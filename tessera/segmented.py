@@ -130,20 +130,20 @@ def plan_segments(g: Graph) -> _Plan:
 
 
 def _subgraph(g: Graph, nodes: list[Node], outputs: list[str], name: str) -> Graph:
-    defined = {o for n in nodes for o in n.outputs if o}
-    inputs: list[str] = []
+    defined = [o for n in nodes for o in n.outputs if o]
+    inside = set(defined)
+    inputs: dict[str, None] = {}  # ordered set: linear in the segment, not in the whole graph
     constants: dict[str, np.ndarray] = {}
     for n in nodes:
         for v in n.inputs:
-            if not v or v in defined:
+            if not v or v in inside:
                 continue
             if v in g.constants:
                 constants[v] = g.constants[v]
-            elif v not in inputs:
-                inputs.append(v)
-    used = set(inputs) | set(constants) | defined
-    types = {v: t for v, t in g.types.items() if v in used}
-    return Graph(f"{g.name}.{name}", inputs, outputs, [n.clone() for n in nodes], constants, types)
+            else:
+                inputs.setdefault(v)
+    types = {v: g.types[v] for v in (*inputs, *constants, *defined) if v in g.types}
+    return Graph(f"{g.name}.{name}", list(inputs), outputs, [n.clone() for n in nodes], constants, types)
 
 
 # ---- steps -------------------------------------------------------------------------------------

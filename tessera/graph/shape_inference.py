@@ -15,6 +15,7 @@ from tessera.errors import GraphError, ShapeInferenceError
 from tessera.graph.ir import Graph, Node
 from tessera.graph.registry import InferContext, check_arity, get_op, normalize_attrs
 from tessera.graph.tensor_type import TensorType
+from tessera.limits import ResourceLimitError
 
 # Constant inputs up to this many elements are evaluated during inference (shape arithmetic).
 EVAL_LIMIT = 4096
@@ -46,6 +47,8 @@ def infer_node(g: Graph, node: Node, values: dict[str, Any]) -> list[TensorType]
         raise
     except (ValueError, IndexError, TypeError, KeyError) as e:
         raise ctx.error(f"shape inference failed: {e}") from e
+    except MemoryError as e:  # a rule that evaluated an absurdly large value
+        raise ResourceLimitError(f"{node.op} node {node.name!r}: shape inference ran out of memory ({e})") from None
     if len(out_types) < len(node.outputs):
         raise ctx.error(f"rule gave {len(out_types)} output types for {len(node.outputs)} outputs")
     _record_values(op, ctx, node, values, out_types)
@@ -58,7 +61,9 @@ def _record_values(
     ins = [values.get(i) if i else None for i in node.inputs]
     present = [v for i, v in zip(node.inputs, ins, strict=True) if i]
     if present and all(isinstance(v, np.ndarray) for v in present):
-        if all(v.size <= EVAL_LIMIT for v in present):
+        # outputs larger than EVAL_LIMIT are not recorded: never compute them (Range to 8 TiB)
+        small_out = all(not t.is_static or int(t.numel) <= EVAL_LIMIT for t in out_types[: len(node.outputs)])
+        if small_out and all(v.size <= EVAL_LIMIT for v in present):
             try:
                 outs = op.reference([v if i else None for i, v in zip(node.inputs, ins, strict=True)],
                                     ctx.attrs, len(node.outputs))

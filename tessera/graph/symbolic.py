@@ -8,7 +8,7 @@ normalizes eagerly, and a result that turns out constant is returned as a plain 
 
 from __future__ import annotations
 
-import ast
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Union
@@ -205,32 +205,92 @@ def symbol_name(d: Dim) -> str | None:
     return None
 
 
+# A dim expression from a file may be long, but not this long: bounds the parser's work (the
+# polynomial products it normalizes) on hostile input. Real dims are a handful of tokens.
+MAX_DIM_TOKENS = 4096
+_TOKEN = re.compile(r"\s*(?:(\d+)|([^\W\d]\w*)|(//|[-+*%()]))")
+_PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2, "neg": 3}
+
+
 def parse_dim(text: str) -> Dim:
-    """Parse ``"seq*2"``, ``"(seq+1)//2"`` or ``"128"`` into a Dim (safe: no eval)."""
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"cannot parse dimension {text!r}") from e
+    """Parse ``"seq*2"``, ``"(seq+1)//2"`` or ``"128"`` into a Dim (safe: no eval).
 
-    def walk(n: ast.AST) -> Dim:
-        if isinstance(n, ast.Constant) and isinstance(n.value, int):
-            return n.value
-        if isinstance(n, ast.Name):
-            return Sym.var(n.id)
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
-            return -walk(n.operand)
-        if isinstance(n, ast.BinOp):
-            a, b = walk(n.left), walk(n.right)
-            if isinstance(n.op, ast.Add):
-                return a + b
-            if isinstance(n.op, ast.Sub):
-                return a - b
-            if isinstance(n.op, ast.Mult):
-                return a * b
-            if isinstance(n.op, (ast.FloorDiv, ast.Mod)):
-                if not isinstance(b, int):
-                    raise ValueError(f"divisor must be a constant in {text!r}")
-                return a // b if isinstance(n.op, ast.FloorDiv) else a % b
-        raise ValueError(f"unsupported syntax in dimension {text!r}")
+    An operator-precedence parser with explicit stacks: no recursion, linear in the text."""
+    tokens = _tokenize(text)
+    values: list[Dim] = []
+    ops: list[str] = []
+    expect_operand = True
+    for kind, tok in tokens:
+        if expect_operand:
+            if kind == "int":
+                values.append(int(tok))
+                expect_operand = False
+            elif kind == "name":
+                values.append(Sym.var(tok))
+                expect_operand = False
+            elif tok == "-":
+                ops.append("neg")
+            elif tok == "(":
+                ops.append("(")
+            else:
+                raise ValueError(f"cannot parse dimension {text!r}")
+        elif kind == "op" and tok == ")":
+            while ops and ops[-1] != "(":
+                _apply(ops.pop(), values, text)
+            if not ops:
+                raise ValueError(f"cannot parse dimension {text!r} (unbalanced parentheses)")
+            ops.pop()
+        elif kind == "op" and tok in _PREC:
+            while ops and ops[-1] != "(" and _PREC[ops[-1]] >= _PREC[tok]:
+                _apply(ops.pop(), values, text)
+            ops.append(tok)
+            expect_operand = True
+        else:
+            raise ValueError(f"cannot parse dimension {text!r}")
+    if expect_operand:
+        raise ValueError(f"cannot parse dimension {text!r}")
+    while ops:
+        op = ops.pop()
+        if op == "(":
+            raise ValueError(f"cannot parse dimension {text!r} (unbalanced parentheses)")
+        _apply(op, values, text)
+    return values[0]
 
-    return walk(tree.body)
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos, end = 0, len(text.rstrip())
+    while pos < end:
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ValueError(f"unsupported syntax in dimension {text!r}")
+        number, name, op = m.groups()
+        out.append(("int", number) if number else ("name", name) if name else ("op", op))
+        pos = m.end()
+        if len(out) > MAX_DIM_TOKENS:
+            raise ValueError(f"dimension expression longer than {MAX_DIM_TOKENS} tokens: {text[:80]!r}...")
+    if not out:
+        raise ValueError(f"cannot parse dimension {text!r}")
+    return out
+
+
+def _apply(op: str, values: list[Dim], text: str) -> None:
+    """Pop an operator's operands from ``values`` and push its result."""
+    if op == "neg":
+        values.append(-values.pop())
+        return
+    b, a = values.pop(), values.pop()
+    if op == "+":
+        values.append(a + b)
+    elif op == "-":
+        values.append(a - b)
+    elif op == "*":
+        values.append(a * b)
+    else:
+        if not isinstance(b, int):
+            raise ValueError(f"divisor must be a constant in {text!r}")
+        if b <= 0 and isinstance(a, Sym):
+            raise ValueError(f"divisor must be positive in {text!r}")
+        if b == 0:
+            raise ValueError(f"division by zero in {text!r}")
+        values.append(a // b if op == "//" else a % b)

@@ -69,14 +69,15 @@ class TensorType:
 
 
 def _split_top(text: str) -> list[str]:
-    out, depth, cur = [], 0, ""
-    for ch in text:
+    """Split at commas outside parentheses (slices, so linear in the text)."""
+    out, depth, start = [], 0, 0
+    for k, ch in enumerate(text):
         if ch == "," and depth == 0:
-            out.append(cur)
-            cur = ""
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        cur += ch
-    out.append(cur)
+            out.append(text[start:k])
+            start = k + 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+    out.append(text[start:])
     return out

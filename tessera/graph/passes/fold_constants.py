@@ -89,6 +89,10 @@ def _evaluate(g: Graph, node: Node, size_limit: int) -> dict[str, np.ndarray] | 
     if not all(i in g.constants for i in node.inputs if i):
         return None
     args = [g.constants[i] if i else None for i in node.inputs]
+    in_bytes = sum(a.nbytes for a in args if a is not None)
+    declared = _declared_bytes(g, node)
+    if declared is not None and declared > max(size_limit, in_bytes):
+        return None  # too large to bake into the model: never even computed
     op = get_op(node.op)
     try:
         results = op.reference(args, normalize_attrs(op, node), len(node.outputs))
@@ -99,10 +103,22 @@ def _evaluate(g: Graph, node: Node, size_limit: int) -> dict[str, np.ndarray] | 
         return None
     if not all(_fits_type(g, o, v) for o, v in folded.items()):
         return None
-    in_bytes = sum(a.nbytes for a in args if a is not None)
     if sum(v.nbytes for v in folded.values()) > max(size_limit, in_bytes):
         return None
     return folded
+
+
+def _declared_bytes(g: Graph, node: Node) -> int | None:
+    """Bytes of the node's outputs by their recorded types; None if one is unknown or symbolic."""
+    total = 0
+    for o in node.outputs:
+        if not o:
+            continue
+        t = g.types.get(o)
+        if t is None or not t.is_static:
+            return None
+        total += int(np.prod([int(d) for d in t.shape], dtype=object)) * t.dtype.itemsize
+    return total
 
 
 def _record(g: Graph, node: Node, values: dict[str, Any]) -> None:
