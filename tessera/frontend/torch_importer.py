@@ -251,6 +251,7 @@ def _translate(ep: Any, names: list[str], axes: dict[str, dict[int, str]],
         _check_meta(b, n)
 
     out_node = next(n for n in ep.graph.nodes if n.op == "output")
+    _check_mutations(ep, names)
     user_outs = [s.arg.name for s in ep.graph_signature.output_specs if s.kind.name == "USER_OUTPUT"]
     by_name = {a.name: a for a in out_node.args[0] if hasattr(a, "name")}
     values = [b.tensor(by_name[u]) for u in user_outs]
@@ -261,6 +262,20 @@ def _translate(ep: Any, names: list[str], axes: dict[str, dict[int, str]],
     _bind_outputs(g, values, final)
     _prune(g)
     return g
+
+
+def _check_mutations(ep: Any, names: list[str]) -> None:
+    """A compiled graph cannot write into its caller's tensors: an in-place update of an input is an
+    error (dropping it would silently change results); one of a buffer is imported as the buffer's
+    value at export time, with a warning."""
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    for spec in ep.graph_signature.output_specs:
+        if spec.kind.name == "USER_INPUT_MUTATION":
+            which = names[user.index(spec.target)] if spec.target in user else spec.target
+            raise GraphError(f"the model writes into its input {which!r} in place; Tessera cannot import that")
+        if spec.kind.name == "BUFFER_MUTATION":
+            warnings.warn(f"the model updates buffer {spec.target!r} in place; the imported graph keeps its "
+                          "value at export time and does not update it", stacklevel=4)
 
 
 def _check_meta(b: Builder, n: Any) -> None:

@@ -325,3 +325,30 @@ def test_translation_error_names_the_fx_node() -> None:
 
     with pytest.raises(GraphError, match="avg_pool2d"):
         import_torch(M(), (torch.randn(1, 1, 4, 4),))
+
+
+def test_input_mutation_is_an_error_not_dropped() -> None:
+    class M(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x.mul_(2)
+            return x + 1
+
+    with pytest.raises(GraphError, match="the model writes into its input 'x' in place"):
+        import_torch(M(), (torch.ones(2),))
+
+
+def test_buffer_mutation_is_imported_as_the_value_with_a_warning() -> None:
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("count", torch.full((2,), 3.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.count.add_(1)
+            return x + self.count
+
+    m = M()
+    with pytest.warns(UserWarning, match="updates buffer 'count' in place; the imported graph keeps its value"):
+        g = import_torch(m, (torch.ones(2),))
+    (out,) = run_reference(g, {"x": np.ones(2, np.float32)}).values()
+    np.testing.assert_array_equal(out, np.full(2, 5, np.float32))  # 1 + (3 + 1): the update within the call
