@@ -177,3 +177,22 @@ def test_switching_grad_mode_and_requires_grad_keeps_gradients(spy) -> None:
     ref(xr).square().sum().backward()
     np.testing.assert_allclose(xg.grad.numpy(), xr.grad.numpy(), rtol=1e-4, atol=1e-6)
     assert len(spy["compiles"]) >= 5  # inference; forward + backward; and again with the input's gradient
+
+
+def test_batch_norm_training_updates_running_statistics(spy) -> None:
+    """Training-mode batch norm is compiled too: batch statistics in the forward graph, and the
+    running mean and variance AOTAutograd writes back match eager's."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.BatchNorm1d(6, momentum=0.3), torch.nn.ReLU(),
+                                torch.nn.Linear(6, 3)).train()
+    ref = copy.deepcopy(model)
+    compiled = torch.compile(model, backend="tessera")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _assert_same_training(model, compiled, ref, steps=3)
+    assert not _tessera_warnings(record)
+    for name, value in ref.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name].numpy(), value.numpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    assert int(model[1].num_batches_tracked) == 3
+    assert len(spy["compiles"]) == 2 and len(spy["runs"]) == 6

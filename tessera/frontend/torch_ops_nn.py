@@ -217,6 +217,43 @@ def _batch_norm(b: Builder, node: Any) -> Any:
     return [y, None, None]
 
 
+@register("aten._native_batch_norm_legit_functional.default")
+def _batch_norm_training(b: Builder, node: Any) -> Any:
+    """Training-mode batch norm (AOTAutograd's forward graphs): batch statistics, and the updated
+    running statistics as extra outputs (the unbiased variance goes into the running variance)."""
+    x, weight, bias, rmean, rvar, training, momentum, eps = node.args[:8]
+    if not training or not isinstance(momentum, int | float):
+        raise GraphError("_native_batch_norm_legit_functional: only training mode with a constant momentum "
+                         "is supported")
+    val = x.meta["val"]
+    r, channels = val.dim(), int(val.shape[1])
+    dt = out_dtype(node)
+    count = int(val.numel()) // max(channels, 1)
+    if count < 2:
+        raise GraphError(f"batch norm in training mode needs more than one value per channel, got {count}")
+    axes = b.i64([0, *range(2, r)])
+    xt = b.tensor(x)
+    mean_k = b.emit("ReduceMean", [xt, axes], {"keepdims": 1})[0]
+    centered = b.op("Sub", xt, mean_k)
+    var_k = b.emit("ReduceMean", [b.op("Mul", centered, centered), axes], {"keepdims": 1})[0]
+    invstd_k = b.op("Reciprocal", b.op("Sqrt", b.op("Add", var_k, b.const(np.array(eps, dt.np), "eps"))))
+    y = b.op("Mul", centered, invstd_k)
+    per_channel = b.i64([1, channels] + [1] * (r - 2))
+    if weight is not None:
+        y = b.op("Mul", y, b.op("Reshape", b.tensor(weight, dt), per_channel))
+    if bias is not None:
+        y = b.op("Add", y, b.op("Reshape", b.tensor(bias, dt), per_channel))
+    flat = b.i64([channels])
+    mean, var, invstd = (b.op("Reshape", v, flat) for v in (mean_k, var_k, invstd_k))
+    m = float(momentum)
+
+    def blend(old: Any, new: str, scale: float) -> str:
+        return b.op("Add", b.op("Mul", b.tensor(old, dt), b.const(np.array(1 - m, dt.np), "keep")),
+                    b.op("Mul", new, b.const(np.array(m * scale, dt.np), "momentum")))
+
+    return [y, mean, invstd, blend(rmean, mean, 1.0), blend(rvar, var, count / (count - 1))]
+
+
 @register("aten.native_layer_norm.default")
 def _layer_norm(b: Builder, node: Any) -> Any:
     x, shape, weight, bias, eps = node.args[:5]
