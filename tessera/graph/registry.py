@@ -38,10 +38,12 @@ ATTR_KINDS = ("int", "float", "str", "ints", "floats", "strs", "tensor", "dtype"
 
 @dataclass(frozen=True)
 class Attr:
-    """Schema of one attribute: its kind (one of ATTR_KINDS) and default (or REQUIRED)."""
+    """Schema of one attribute: its kind (one of ATTR_KINDS), default (or REQUIRED) and, for a
+    flag or an enumeration, the values it may take (None: any value of its kind)."""
 
     kind: str
     default: Any = REQUIRED
+    choices: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ATTR_KINDS:
@@ -193,6 +195,9 @@ def normalize_attrs(op: OpDef, node: Node) -> dict[str, Any]:
                 f"{op.name} node {node.name!r}: attribute {key!r} must be {spec.kind}, got {value!r}"
             )
         out[key] = _KIND_CAST.get(spec.kind, lambda v: v)(value)
+        if spec.choices is not None and out[key] not in spec.choices:
+            raise GraphError(f"{op.name} node {node.name!r}: attribute {key!r} must be one of "
+                             f"{list(spec.choices)}, got {value!r}")
     for key, spec in op.attrs.items():
         if key not in out:
             if spec.default is REQUIRED:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
-from tessera.errors import ShapeInferenceError
+from tessera.errors import GraphError, ShapeInferenceError
 from tessera.frontend.onnx_importer import import_onnx
 
 
@@ -55,6 +55,11 @@ CASES = {
     "split_axis": (_model("Split", [("x", [2, 4])], {"axis": 3}, n_out=2), r"axis 3 out of range"),
     "lrn_size_0": (_model("LRN", X, {"size": 0}), r"size must be >= 1"),
     "depthtospace_blocksize_0": (_model("DepthToSpace", X, {"blocksize": 0}), r"blocksize >= 1"),
+    "convtranspose_output_padding": (_model("ConvTranspose", X, {"output_padding": [2, 2], "strides": [2, 2]},
+                                            (_c("W", np.ones((2, 2, 3, 3), np.float32)),)),
+                                     r"output_padding \[2, 2\] must be >= 0 and less than the stride"),
+    "lppool_p_0": (_model("LpPool", X, {"kernel_shape": [2, 2], "p": 0}), r"attribute 'p' must be >= 1, got 0"),
+    "globallppool_p_negative": (_model("GlobalLpPool", X, {"p": -1}), r"attribute 'p' must be >= 1, got -1"),
     "groupnorm_groups": (_model("GroupNormalization", [("x", [1, 4, 2, 2]), ("s", [4]), ("b", [4])],
                                 {"num_groups": 3}), r"num_groups 3 must divide the 4 channels"),
 }
@@ -64,4 +69,25 @@ CASES = {
 def test_bad_attribute_is_refused_naming_the_node(case: str) -> None:
     model, message = CASES[case]
     with pytest.raises(ShapeInferenceError, match=r"node 'bad': .*" + message):
+        import_onnx(model.SerializeToString())
+
+
+# flags and enumerations: the attribute schema names the values allowed (registry.Attr.choices)
+CHOICES = {
+    "maxpool_storage_order": (_model("MaxPool", X, {"kernel_shape": [2, 2], "storage_order": 2}), "storage_order", 2),
+    "averagepool_count_include_pad": (_model("AveragePool", X, {"kernel_shape": [2, 2], "count_include_pad": 3}),
+                                      "count_include_pad", 3),
+    "maxpool_ceil_mode": (_model("MaxPool", X, {"kernel_shape": [2, 2], "ceil_mode": -1}), "ceil_mode", -1),
+    "argmax_keepdims": (_model("ArgMax", M, {"keepdims": 2}), "keepdims", 2),
+    "reducesum_noop": (_model("ReduceSum", M, {"noop_with_empty_axes": 5}), "noop_with_empty_axes", 5),
+    "topk_largest": (_model("TopK", M, {"largest": 2}, (_c("k", np.array([1], np.int64)),), n_out=2), "largest", 2),
+    "gemm_transb": (_model("Gemm", [("x", [2, 3]), ("w", [2, 3])], {"transB": 7}), "transB", 7),
+    "lpnormalization_p": (_model("LpNormalization", M, {"p": 3}), "p", 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHOICES))
+def test_flag_out_of_its_choices_is_refused(case: str) -> None:
+    model, attr, value = CHOICES[case]
+    with pytest.raises(GraphError, match=rf"node 'bad': attribute '{attr}' must be one of \[.*\], got {value}"):
         import_onnx(model.SerializeToString())

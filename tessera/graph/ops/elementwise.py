@@ -318,7 +318,7 @@ def _isinf(x: np.ndarray, detect_negative: int, detect_positive: int) -> np.ndar
 
 
 unary_op("IsInf", _isinf, out=DType.bool,
-         attrs={"detect_negative": Attr("int", 1), "detect_positive": Attr("int", 1)})
+         attrs={"detect_negative": Attr("int", 1, (0, 1)), "detect_positive": Attr("int", 1, (0, 1))})
 
 # ---- logic, comparison, bitwise ------------------------------------------------------------
 unary_op("Not", np.logical_not, allowed=BOOL)

@@ -355,7 +355,8 @@ def _topk_ref(x: Arrays, a: dict[str, Any], n: int) -> list[np.ndarray]:
     return [np.take_along_axis(data, order, axis), order.astype(np.int64)]
 
 
-declare("TopK", _topk_infer, _topk_ref, {"axis": Attr("int", -1), "largest": Attr("int", 1), "sorted": Attr("int", 1)},
+declare("TopK", _topk_infer, _topk_ref, {"axis": Attr("int", -1), "largest": Attr("int", 1, (0, 1)),
+                                           "sorted": Attr("int", 1, (0, 1))},
     (2, 2), (2, 2))
 
 

@@ -138,8 +138,8 @@ def _gemm_ref(inputs: Arrays, attrs: dict[str, Any], n: int) -> list[np.ndarray]
 
 register(OpDef(
     "Gemm", _gemm_infer, _gemm_ref,
-    {"alpha": Attr("float", 1.0), "beta": Attr("float", 1.0), "transA": Attr("int", 0),
-     "transB": Attr("int", 0)},
+    {"alpha": Attr("float", 1.0), "beta": Attr("float", 1.0), "transA": Attr("int", 0, (0, 1)),
+     "transB": Attr("int", 0, (0, 1))},
     (2, 3), (1, 1), _gemm_flops, doc="Y = alpha * A' @ B' + beta * C (C broadcast to (M, N)).",
 ))
 

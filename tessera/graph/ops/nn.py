@@ -244,6 +244,9 @@ def _convt_geometry(
     op = attrs.get("output_padding") or [0] * n
     if len(op) != n:
         raise ValueError(f"output_padding needs {n} values, got {op}")
+    if any(not 0 <= p < max(s, d) for p, s, d in zip(op, win.strides, win.dilations, strict=True)):
+        raise ValueError(f"output_padding {op} must be >= 0 and less than the stride or the dilation "
+                         f"(strides={list(win.strides)}, dilations={list(win.dilations)})")
     full = [
         s * (d_in - 1) + p + (k - 1) * dil + 1
         for d_in, s, p, k, dil in zip(spatial, win.strides, op, kernel, win.dilations, strict=True)

@@ -257,7 +257,7 @@ def _lpn_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.ndarr
     return [y.astype(x.dtype)]
 
 
-register(OpDef("LpNormalization", _lpn_infer, _lpn_ref, {"axis": Attr("int", -1), "p": Attr("int", 2)},
+register(OpDef("LpNormalization", _lpn_infer, _lpn_ref, {"axis": Attr("int", -1), "p": Attr("int", 2, (1, 2))},
                (1, 1), (1, 1), _norm_flops(3), doc="x / ||x||_p along axis (0 where the norm is 0)."))
 
 

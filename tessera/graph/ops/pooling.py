@@ -19,7 +19,7 @@ Arrays = list[np.ndarray | None]
 
 
 def _pool_attrs(**extra: Attr) -> dict[str, Attr]:
-    return {**window_attrs(False), "kernel_shape": Attr("ints"), "ceil_mode": Attr("int", 0), **extra}
+    return {**window_attrs(False), "kernel_shape": Attr("ints"), "ceil_mode": Attr("int", 0, (0, 1)), **extra}
 
 
 def _window(attrs: dict[str, Any]) -> Window:
@@ -32,6 +32,8 @@ def _pool_infer(ctx: InferContext) -> list[TensorType]:
         win = _window(ctx.attrs)
     except ValueError as e:
         raise ctx.error(str(e)) from None
+    if ctx.attrs.get("p", 1) < 1:
+        raise ctx.error(f"attribute 'p' must be >= 1, got {ctx.attrs['p']}")
     if x.rank != win.rank + 2:
         raise ctx.error(f"kernel_shape {ctx.attrs['kernel_shape']} needs a rank-{win.rank + 2} input "
                         f"(N, C, ...), got {[str(d) for d in x.shape]}")
@@ -103,7 +105,7 @@ def _maxpool_ref(inputs: Arrays, attrs: dict[str, Any], n_out: int) -> list[np.n
 
 
 register(OpDef(
-    "MaxPool", _pool_infer, _maxpool_ref, _pool_attrs(storage_order=Attr("int", 0)), (1, 1), (1, 2),
+    "MaxPool", _pool_infer, _maxpool_ref, _pool_attrs(storage_order=Attr("int", 0, (0, 1))), (1, 1), (1, 2),
     _pool_flops, doc="Max over sliding windows; optional Indices output (flat, unpadded positions).",
 ))
 
@@ -144,7 +146,7 @@ def _single_output(ctx: InferContext) -> list[TensorType]:
 
 
 register(OpDef(
-    "AveragePool", _single_output, _avgpool_ref, _pool_attrs(count_include_pad=Attr("int", 0)),
+    "AveragePool", _single_output, _avgpool_ref, _pool_attrs(count_include_pad=Attr("int", 0, (0, 1))),
     (1, 1), (1, 1), _pool_flops, doc="Mean over sliding windows (pads counted if count_include_pad).",
 ))
 register(OpDef(
@@ -160,6 +162,8 @@ def _global_infer(ctx: InferContext) -> list[TensorType]:
     x = ctx.type(0)
     if x.rank < 3:
         raise ctx.error(f"needs (N, C, D1...), got {[str(d) for d in x.shape]}")
+    if ctx.attrs.get("p", 1) < 1:
+        raise ctx.error(f"attribute 'p' must be >= 1, got {ctx.attrs['p']}")
     return [TensorType(x.dtype, (*x.shape[:2], *([1] * (x.rank - 2))))]
 
 

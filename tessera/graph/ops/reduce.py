@@ -133,7 +133,7 @@ def _reduce_flops(per: int) -> Callable[[InferContext, list[TensorType]], Dim]:
     return lambda ctx, outs: numel(ctx.type(0).shape) * per
 
 
-_REDUCE_ATTRS = {"keepdims": Attr("int", 1), "noop_with_empty_axes": Attr("int", 0)}
+_REDUCE_ATTRS = {"keepdims": Attr("int", 1, (0, 1)), "noop_with_empty_axes": Attr("int", 0, (0, 1))}
 for _name, (_fn, _per, _allowed, _what) in _REDUCERS.items():
     register(OpDef(_name, _reduce_infer(_allowed), _reduce_ref(_fn), dict(_REDUCE_ATTRS), (1, 2), (1, 1),
                    _reduce_flops(_per), doc=f"Reduce by {_what} over the axes given as input 1."))
@@ -168,7 +168,7 @@ def _arg_ref(fn: Callable[..., np.ndarray]) -> Callable[..., list[np.ndarray]]:
     return ref
 
 
-_ARG_ATTRS = {"axis": Attr("int", 0), "keepdims": Attr("int", 1), "select_last_index": Attr("int", 0)}
+_ARG_ATTRS = {"axis": Attr("int", 0), "keepdims": Attr("int", 1, (0, 1)), "select_last_index": Attr("int", 0, (0, 1))}
 for _name, _fn in (("ArgMax", np.argmax), ("ArgMin", np.argmin)):
     register(OpDef(_name, _arg_infer, _arg_ref(_fn), dict(_ARG_ATTRS), (1, 1), (1, 1), _reduce_flops(1),
                    doc=f"Index (int64) of the {_name[3:].lower()} along ``axis``."))
@@ -205,6 +205,7 @@ def _cumsum_ref(inputs: list[np.ndarray | None], a: dict[str, Any], n: int) -> l
     return [np.ascontiguousarray(c).astype(x.dtype)]
 
 
-register(OpDef("CumSum", _cumsum_infer, _cumsum_ref, {"exclusive": Attr("int", 0), "reverse": Attr("int", 0)},
+register(OpDef("CumSum", _cumsum_infer, _cumsum_ref,
+               {"exclusive": Attr("int", 0, (0, 1)), "reverse": Attr("int", 0, (0, 1))},
                (2, 2), (1, 1), _reduce_flops(1),
                doc="Cumulative sum along the axis given as input 1 (optionally exclusive/reversed)."))

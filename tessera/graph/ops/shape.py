@@ -574,7 +574,7 @@ def _trilu_ref(x: Arrays, a: dict[str, Any], n: int) -> list[np.ndarray]:
     return [np.triu(d, k) if a["upper"] else np.tril(d, k)]
 
 
-declare("Trilu", _trilu_infer, _trilu_ref, {"upper": Attr("int", 1)}, (1, 2))
+declare("Trilu", _trilu_infer, _trilu_ref, {"upper": Attr("int", 1, (0, 1))}, (1, 2))
 
 
 # ---- Pad / CenterCropPad --------------------------------------------------------------------------
