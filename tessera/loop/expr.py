@@ -570,6 +570,10 @@ _SYM = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod":
 
 def to_str(e: Expr) -> str:
     """Readable text form."""
+    uses: dict[int, int] = {}  # parents still to be built per node: a child's text is freed once used
+    for x in _unique_nodes(e):
+        for k in children(x):
+            uses[id(k)] = uses.get(id(k), 0) + 1
     memo: dict[int, str] = {}
     stack: list[tuple[Expr, bool]] = [(e, False)]
     while stack:
@@ -579,10 +583,28 @@ def to_str(e: Expr) -> str:
         kids = children(x)
         if kids and not ready:
             stack.append((x, True))
-            stack.extend((k, False) for k in reversed(kids))
+            stack.extend((k, False) for k in reversed(kids) if id(k) not in memo)
             continue
         memo[id(x)] = _node_str(x, [memo[id(k)] for k in kids])
+        for k in kids:
+            uses[id(k)] -= 1
+            if not uses[id(k)]:
+                del memo[id(k)]
     return memo[id(e)]
+
+
+def _unique_nodes(e: Expr) -> list[Expr]:
+    """Every distinct node of ``e`` (by identity), each once."""
+    seen = {id(e)}
+    out = [e]
+    stack = [e]
+    while stack:
+        for k in children(stack.pop()):
+            if id(k) not in seen:
+                seen.add(id(k))
+                out.append(k)
+                stack.append(k)
+    return out
 
 
 def _node_str(e: Expr, kids: list[str]) -> str:
