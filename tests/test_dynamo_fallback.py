@@ -127,22 +127,24 @@ def test_distinct_reasons_warn_once_each(spy) -> None:
     assert "aten._fft_r2c.default" in msgs[0] and "outputs of dtype torch.bfloat16 have no NumPy" in msgs[1]
 
 
-def test_scalar_read_with_item_falls_back_once(spy) -> None:
-    """Dynamo turns a Python float into a 0-d tensor read back with ``.item()`` inside the graph,
-    which Tessera does not compile: one warning for all the calls, eager's results."""
+@pytest.mark.parametrize("use", ["item", "float argument"])
+def test_scalars_read_with_item_are_compiled(spy, use: str) -> None:
+    """``.item()`` feeding arithmetic (and Python floats, which Dynamo passes as 0-d tensors read back
+    with ``.item()`` inside the graph) compile with Tessera, for every value."""
     torch.manual_seed(0)
     fc = torch.nn.Linear(4, 4)
 
-    def f(x: Any) -> Any:
-        return fc(x) * x.sum().item()
+    def f(x: Any, k: float = 0.0) -> Any:
+        return fc(x) * (x.sum().item() if use == "item" else k)
 
     compiled = torch.compile(f, backend="tessera")
     with warnings.catch_warnings(record=True) as record, torch.no_grad():
         warnings.simplefilter("always")
-        for x in _inputs(6):
-            _close(compiled(x), f(x))
-    msgs = _tessera_warnings(record)
-    assert len(msgs) == 1 and "aten._local_scalar_dense.default" in msgs[0], msgs
+        for i, x in enumerate(_inputs(6)):
+            _close(compiled(x, 0.5 + i), f(x, 0.5 + i))
+    assert not _tessera_warnings(record)
+    # .item() breaks the graph (x.sum(), then the rest): two compiled graphs per call
+    assert spy["compiles"] and len(spy["runs"]) == (12 if use == "item" else 6)
 
 
 def test_models_own_errors_surface_unchanged(spy) -> None:

@@ -124,6 +124,13 @@ def _sym_size(b: Builder, node: Any) -> Any:
     return b.op("Shape", b.tensor(x), start=d, end=d + 1)
 
 
+@register("aten._local_scalar_dense.default")
+def _item(b: Builder, node: Any) -> Any:
+    """``t.item()`` of a one-element tensor (Dynamo passes Python floats as 0-d tensors read this way):
+    kept as a one-element vector, like the symbolic sizes, and used as a scalar where consumed."""
+    return b.op("Reshape", b.tensor(node.args[0]), b.i64([1]))
+
+
 @register("aten.sym_numel.default")
 def _sym_numel(b: Builder, node: Any) -> Any:
     return b.op("Reshape", b.op("Size", b.tensor(node.args[0])), b.i64([1]))

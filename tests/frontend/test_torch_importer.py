@@ -352,3 +352,14 @@ def test_buffer_mutation_is_imported_as_the_value_with_a_warning() -> None:
         g = import_torch(m, (torch.ones(2),))
     (out,) = run_reference(g, {"x": np.ones(2, np.float32)}).values()
     np.testing.assert_array_equal(out, np.full(2, 5, np.float32))  # 1 + (3 + 1): the update within the call
+
+
+def test_item_of_a_scalar_tensor_is_used_as_a_scalar() -> None:
+    class M(nn.Module):
+        def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            return x * s.item() + s.item()
+
+    x, s = torch.randn(2, 3), torch.tensor(2.5, dtype=torch.float64)
+    g = import_torch(M(), (x, s))
+    _check(g, M(), x, s)
+    _check(g, M(), torch.randn(2, 3), torch.tensor(-4.0, dtype=torch.float64))  # the value is an input
