@@ -70,7 +70,10 @@ def _reason(e: BaseException) -> str:
     """One line naming why a graph falls back; equal for equal causes (node names left out)."""
     if isinstance(e, UnsupportedOperatorError):
         return "unsupported operator(s): " + ", ".join(sorted(op.op_type for op in e.ops))
-    lines = str(e).strip().splitlines()
+    try:
+        lines = str(e).strip().splitlines()
+    except Exception:  # an exception whose message cannot be rendered still names its type
+        lines = []
     text = lines[0] if lines else ""
     text = text if len(text) <= 300 else text[:300] + "..."
     if isinstance(e, TesseraError):
@@ -255,11 +258,14 @@ def _needs_autograd(gm: Any, args: Sequence[Any]) -> bool:
 
 
 def tessera_backend(
-    gm: Any, example_inputs: Sequence[Any], options: dict[str, Any] | None = None
+    gm: Any, example_inputs: Sequence[Any], options: dict[str, Any] | None = None, mode: str | None = None,
 ) -> Callable[..., Any]:
     """TorchDynamo backend: return a callable running ``gm`` through Tessera-compiled code (through
     AOTAutograd when it needs gradients), or eagerly (with one warning per reason) when it cannot be.
-    Raises BackendOptionError for unknown or malformed options."""
+    Raises BackendOptionError for unknown or malformed options, or a ``torch.compile`` mode."""
+    if mode not in (None, "default"):
+        raise BackendOptionError(f"the tessera backend has no compile modes (mode={mode!r}); "
+                                 f"its options are {', '.join(_OPTIONS)}")
     opts = _check_options(options)
     if _needs_autograd(gm, example_inputs):
         return _training_graph(gm, example_inputs, opts)

@@ -159,6 +159,18 @@ def test_bad_options_rejected(options: Any, message: str) -> None:
         tessera_backend(gm, [torch.randn(2)], options=options)
 
 
+def test_compile_mode_rejected_default_accepted(spy) -> None:
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed,
+                       match=r"the tessera backend has no compile modes \(mode='max-autotune'\)") as info:
+        torch.compile(lambda x: x + 1, backend="tessera", mode="max-autotune")(torch.randn(3))
+    assert isinstance(info.value.inner_exception, BackendOptionError)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(lambda x: x + 1, backend="tessera", mode="default")(torch.ones(3))
+    np.testing.assert_array_equal(out.numpy(), np.full(3, 2, np.float32))
+    assert len(spy["runs"]) == 1
+
+
 def test_bad_option_surfaces_through_torch_compile(spy) -> None:
     compiled = torch.compile(lambda x: x + 1, backend="tessera", options={"bogus": 1})
     with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match="unknown tessera backend option") as info:
