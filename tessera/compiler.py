@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -191,7 +192,7 @@ def compile_graph(
             r = root(a)
             if r in in_index or r in out_index or r in w_offset:
                 continue
-            sizes[r] = int(np.prod([int(d) for d in g.types[r].shape], dtype=np.int64)) * g.types[r].dtype.itemsize
+            sizes[r] = math.prod(int(d) for d in g.types[r].shape) * g.types[r].dtype.itemsize
             span = lives.setdefault(r, [step, step])
             span[0], span[1] = min(span[0], step), max(span[1], step)
         for w, buf in enumerate(ck.kernel.params[len(ck.args):len(ck.args) + ck.kernel.attrs["workspace"]]):
@@ -199,7 +200,7 @@ def compile_graph(
             sizes[key] = buf.numel * np.dtype(_np_dtype(buf.dtype)).itemsize
             lives[key] = [step, step]
     plan = plan_memory([BufferLife(n, sizes[n], s[0], s[1]) for n, s in lives.items()], ALIGN)
-    naive = sum(_align(sizes[n]) for n in lives if not n.startswith("__ws"))
+    naive = sum(_align(sizes[n]) for n in lives)  # workspaces included, as in the planned arena
 
     def loc(v: str) -> str:
         r = root(v)
@@ -231,7 +232,7 @@ def compile_graph(
     for k, v in enumerate(g.outputs):  # outputs no kernel writes: inputs, constants, aliases
         r = root(v)
         if r != v or r in in_index or r in w_offset:
-            nbytes = int(np.prod([int(d) for d in g.types[v].shape], dtype=np.int64)) * g.types[v].dtype.itemsize
+            nbytes = math.prod(int(d) for d in g.types[v].shape) * g.types[v].dtype.itemsize
             src = loc(r)
             copies.append(f"  memcpy(outputs[{k}], {src}, {nbytes});")
     spec = [TensorSpec(n, g.types[n].dtype.np.name, tuple(int(d) for d in g.types[n].shape)) for n in g.inputs]
