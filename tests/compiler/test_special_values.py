@@ -292,7 +292,44 @@ def _ints() -> Group:
     return g
 
 
-GROUPS: tuple[Callable[[], Group], ...] = (_unary, _binary, _rows, _nn, _ints)
+def _wide() -> Group:
+    """Long rows (vector folds, lane-parallel reductions, vectorized elementwise loops with tails):
+    one special value per row at a different position, the rest ordinary."""
+    g = Group("sv_wide")
+    rng = np.random.default_rng(11)
+    rows = rng.standard_normal((len(SPECIAL) + 2, 1003)).astype(np.float32)
+    for r, v in enumerate(SPECIAL):
+        rows[r, (r * 97) % 1003] = v
+    rows[-2, :] = NAN
+    rows[-1, ::3] = -INF
+    x = g.input("x", rows)
+    y = g.input("y", rows[::-1].copy())
+    summable = g.input("summable", np.where(np.abs(rows) >= 1e4, np.float32(2.0), rows))
+    ax = g.const([1])
+    for op in ("ReduceMax", "ReduceMin"):
+        g.op(op, [x, ax])
+        g.op(op, [x, g.const([0])])
+    g.op("ReduceSum", [summable, ax], rtol=1e-4)
+    g.op("ReduceLogSumExp", [summable, ax], rtol=1e-4)
+    for op in ("ArgMax", "ArgMin"):
+        g.op(op, [x], axis=1)
+        g.op(op, [x], axis=0)
+    g.op("TopK", [x, g.const([4])], 2, axis=1)
+    for op in ("Softmax", "LogSoftmax", "Hardmax"):
+        g.op(op, [x], axis=1, rtol=1e-4)
+    for op in ("Max", "Min", "Add", "Mul", "Div", "Greater", "Equal"):
+        g.op(op, [x, y])
+    for op in ("Relu", "Sigmoid", "Tanh", "Exp", "Erf", "Sign", "Round", "Abs", "Neg", "Sqrt", "Log"):
+        g.op(op, [x])
+    g.op("Clip", [x, g.const(-0.5, np.float32), g.const(0.5, np.float32)])
+    ones, zeros = g.input("ln_s", np.ones(1003, np.float32)), g.input("ln_b", np.zeros(1003, np.float32))
+    g.op("LayerNormalization", [summable, ones, zeros], rtol=1e-4)
+    a = g.input("m", np.where(np.isfinite(rows), rows, 0)[:, :64].copy())
+    g.op("MatMul", [a, g.input("mw", np.resize(rows[:, :40], (64, 40)))], rtol=1e-4)
+    return g
+
+
+GROUPS: tuple[Callable[[], Group], ...] = (_unary, _binary, _rows, _nn, _ints, _wide)
 
 
 @cache
