@@ -558,7 +558,7 @@ def _apply_weights(w: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
     out = np.take(y, order[:, 0], axis=axis) * wt[:, 0].reshape(shape)  # not 0 + ...: keeps -0
     for k in range(1, taps):
         v = np.take(y, order[:, k], axis=axis) * wt[:, k].reshape(shape)
-        out = out + np.where(wt[:, k].reshape(shape) != 0, v, 0.0)
+        out = np.where(wt[:, k].reshape(shape) != 0, out + v, out)
     return out
 
 

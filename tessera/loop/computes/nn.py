@@ -352,7 +352,8 @@ def _resample_axis(src: Tensor, k: int, n_out: int, scale: float, roi: tuple[flo
         if norm is not None:
             w = w / norm[(o[k],)]
         idx = clamp(cast(t_idx, "i64"), 0, n_in - 1)
-        return rsum(w * src[(*o[:k], idx, *o[k + 1:])], j)
+        # a tap of weight 0 adds nothing, not 0 * x (NaN for an inf or NaN it does not use), as the reference
+        return rsum(select(w.eq(0.0), const(0.0, src.dtype), w * src[(*o[:k], idx, *o[k + 1:])]), j)
 
     return compute(shape, body, "resize_taps")
 
