@@ -249,8 +249,13 @@ def _concrete(args: Sequence[Any]) -> list[Any] | None:
 
 
 def _needs_autograd(gm: Any, args: Sequence[Any]) -> bool:
+    """Whether the graph's results may carry autograd history: grad mode with inputs or parameters
+    requiring grad, or any value Dynamo traced as requiring grad (``torch.enable_grad()`` inside)."""
     import torch
 
+    if any(n.op != "placeholder" and getattr(n.meta.get("example_value"), "requires_grad", False) is True
+           for n in gm.graph.nodes):
+        return True
     if not torch.is_grad_enabled():
         return False
     return (any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)

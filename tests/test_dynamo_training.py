@@ -196,3 +196,33 @@ def test_batch_norm_training_updates_running_statistics(spy) -> None:
                                    err_msg=name)
     assert int(model[1].num_batches_tracked) == 3
     assert len(spy["compiles"]) == 2 and len(spy["runs"]) == 6
+
+
+def test_enable_grad_inside_no_grad_keeps_gradients(spy) -> None:
+    """``torch.enable_grad()`` inside forward under a global ``no_grad``: the result requires grad as in
+    eager (the graph is routed through AOTAutograd by what Dynamo traced, not only by the grad mode)."""
+    class M(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x: Any) -> Any:
+            with torch.enable_grad():
+                return torch.tanh(self.fc(x)) * 2
+
+    torch.manual_seed(0)
+    model = M()
+    ref = copy.deepcopy(model)
+    compiled = torch.compile(model, backend="tessera")
+    x = torch.randn(3, 4)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            out, want = compiled(x), ref(x)
+        assert out.requires_grad and want.requires_grad
+        out.sum().backward()
+        want.sum().backward()
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert not _tessera_warnings(record)
+    assert len(spy["compiles"]) == 2  # forward and backward
