@@ -390,9 +390,9 @@ def test_every_compute_op_is_covered() -> None:
 
 
 # ---- the cases of the review, pinned with onnxruntime's answers ----------------------------------
-def _topk_model(row: list[float], k: int, largest: int) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+def _topk_model(row: list[float], k: int, largest: int, dtype: type) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     g = Group(f"sv_topk_{k}_{largest}")
-    x = g.input("x", np.array([row], np.float32))
+    x = g.input("x", np.array([row], dtype))
     g.op("TopK", [x, g.const([k])], 2, axis=1, largest=largest)
     graph = g.graph()
     model = tessera.compile(graph, target="host", tuning=False, num_threads=1)
@@ -406,13 +406,16 @@ def _topk_model(row: list[float], k: int, largest: int) -> tuple[list[np.ndarray
     ([NAN, 1, NAN, INF, -INF, 2, NAN, 0], 8, 0, [-INF, 0, 1, 2, INF, NAN, NAN, NAN], [4, 7, 1, 5, 3, 0, 2, 6]),
     ([NAN] * 8, 3, 1, [NAN] * 3, [0, 1, 2]),
     ([-0.0, 0.0, NAN, -INF, INF, 0.0, -0.0, 1], 8, 1, [NAN, INF, 1, -0.0, 0, 0, -0.0, -INF], [2, 4, 7, 0, 1, 5, 6, 3]),
+    ([F32.max, INF, NAN, -INF, -F32.max], 5, 1, [NAN, INF, F32.max, -F32.max, -INF], [2, 1, 0, 4, 3]),
+    ([F32.max, INF, NAN, -INF, -F32.max], 5, 0, [-INF, -F32.max, F32.max, INF, NAN], [3, 4, 0, 1, 2]),
 ])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_topk_orders_nan_as_largest_like_onnxruntime(row: list[float], k: int, largest: int, values: list[float],
-                                                     indices: list[int], isolated_cache: object) -> None:
-    (got_v, got_i), want = _topk_model(row, k, largest)
+                                                     indices: list[int], dtype: type, isolated_cache: object) -> None:
+    (got_v, got_i), want = _topk_model(row, k, largest, dtype)
     ref_v, ref_i = want.values()
     for v in (got_v, ref_v):
-        np.testing.assert_array_equal(v[0], np.array(values, np.float32))  # NaN == NaN here
-        assert np.signbit(v[0]).tolist() == np.signbit(np.array(values, np.float32)).tolist()
+        np.testing.assert_array_equal(v[0], np.array(values, dtype))  # NaN == NaN here
+        assert np.signbit(v[0]).tolist() == np.signbit(np.array(values, dtype)).tolist()
     for i in (got_i, ref_i):
         assert i[0].tolist() == indices
