@@ -82,7 +82,7 @@ class _FailsOnRun:
 _STAGES = {
     "torch.export": ("torch.export.export", RuntimeError("export broke"), "torch.export of DynamoGraph failed"),
     "decomposition": ("torch.export.ExportedProgram.run_decompositions", NameError("name 'L' is not defined"),
-                      "internal error NameError: name 'L' is not defined"),
+                      "decomposing the torch.export of DynamoGraph failed: NameError: name 'L' is not defined"),
     "translation": ("tessera.frontend.torch_importer._translate", KeyError("meta"), "internal error KeyError"),
     "compile": ("tessera.compiler.compile", CompileError("gcc rejected kernel k0"), "gcc rejected kernel k0"),
     "runner": ("tessera.compiler.compile", OSError("cannot load library t.so"),

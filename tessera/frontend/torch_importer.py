@@ -154,9 +154,13 @@ def _export(module: Any, inputs: tuple[Any, ...], names: list[str], axes: dict[s
             del axes[name][a]
     else:  # pragma: no cover - the second export has no specialized axes left
         raise ModelLoadError("torch.export kept specializing dynamic axes")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ep = ep.run_decompositions()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = ep.run_decompositions()
+    except Exception as e:  # as for export: torch raises many types for graphs it cannot re-trace
+        raise ModelLoadError(f"decomposing the torch.export of {type(module).__name__} failed: "
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     ep._tessera_axes = axes  # the axes that really are dynamic
     return ep
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-from tessera.errors import GraphError, InputCountError, UnsupportedOperatorError  # noqa: E402
+from tessera.errors import GraphError, InputCountError, ModelLoadError, UnsupportedOperatorError  # noqa: E402
 from tessera.frontend.torch_importer import import_torch, supported_aten_ops  # noqa: E402
 from tessera.graph.reference import run_reference  # noqa: E402
 from tessera.graph.symbolic import Sym  # noqa: E402
@@ -363,3 +364,12 @@ def test_item_of_a_scalar_tensor_is_used_as_a_scalar() -> None:
     g = import_torch(M(), (x, s))
     _check(g, M(), x, s)
     _check(g, M(), torch.randn(2, 3), torch.tensor(-4.0, dtype=torch.float64))  # the value is an input
+
+
+def test_decomposition_failure_is_a_model_load_error(monkeypatch) -> None:
+    def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NameError("name 'L' is not defined")
+
+    monkeypatch.setattr(torch.export.ExportedProgram, "run_decompositions", broken)
+    with pytest.raises(ModelLoadError, match=r"decomposing the torch.export of ReLU failed: NameError: name 'L'"):
+        import_torch(nn.ReLU(), (torch.randn(2),))
