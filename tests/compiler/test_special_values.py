@@ -419,3 +419,23 @@ def test_topk_orders_nan_as_largest_like_onnxruntime(row: list[float], k: int, l
         assert np.signbit(v[0]).tolist() == np.signbit(np.array(values, dtype)).tolist()
     for i in (got_i, ref_i):
         assert i[0].tolist() == indices
+
+
+def test_softmax_of_a_row_holding_inf_is_nan_like_onnxruntime(isolated_cache: object) -> None:
+    """onnxruntime, ONNX's reference implementation and PyTorch: +inf in a row makes the row NaN
+    (inf - inf); an all -inf row is NaN (0 / 0); -inf entries of a finite row weigh 0."""
+    rows = np.array([[1, 2, INF, 3], [-INF] * 4, [1, -INF, 2, -INF], [0, 0, 0, 0]], np.float32)
+    e = np.exp(np.float64(1.0))
+    want = {"Softmax": np.array([[NAN] * 4, [NAN] * 4, [1 / (1 + e), 0, e / (1 + e), 0], [0.25] * 4]),
+            "LogSoftmax": np.array([[NAN] * 4, [NAN] * 4, [-np.log1p(e), -INF, 1 - np.log1p(e), -INF],
+                                    [np.log(0.25)] * 4])}
+    g = Group("sv_softmax")
+    x = g.input("x", rows)
+    outs = {op: g.op(op, [x], axis=1)[0] for op in want}
+    graph = g.graph()
+    got = dict(zip(graph.outputs, tessera.compile(graph, target="host", tuning=False, num_threads=1)(rows),
+                   strict=True))
+    ref = run_reference(graph, g.feeds)
+    for op, name in outs.items():
+        for y in (got[name], ref[name]):
+            np.testing.assert_allclose(y, want[op].astype(np.float32), rtol=1e-6, err_msg=op)  # NaN == NaN

@@ -103,7 +103,9 @@ def _axis_infer(ctx: InferContext) -> list[TensorType]:
 
 def _softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
+    # an all -inf row is shifted by 0 (0 / 0: NaN); a row holding +inf is NaN throughout (inf - inf),
+    # as in onnxruntime, ONNX's reference implementation and PyTorch
+    m = np.where(m == -np.inf, 0.0, m)
     z = x - m
     s = np.sum(np.exp(z), axis=axis, keepdims=True)
     return z - np.log(s) if log else np.exp(z) / s

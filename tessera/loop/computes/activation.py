@@ -12,7 +12,7 @@ import math
 from tessera.loop.compute import ComputeContext
 from tessera.loop.computes.common import broadcast_load
 from tessera.loop.computes.elementwise import fconst, math_compute, unary
-from tessera.loop.computes.reduce import argext, axis_attr, finite_or_zero, reduce_over, stat_index
+from tessera.loop.computes.reduce import argext, axis_attr, reduce_over, stat_index
 from tessera.loop.expr import Expr, call, cast, const, is_int, maximum, minimum, select
 from tessera.loop.te import Tensor, compute
 
@@ -141,7 +141,8 @@ def _softmax(ctx: ComputeContext, log: bool) -> list[Tensor]:
     m = reduce_over(x, axes, "max", lambda f, o: x[f], "softmax_max")
 
     def shifted(i: tuple[Expr, ...]) -> Expr:
-        return x[i] - finite_or_zero(m[stat_index(i, axes)])
+        mi = m[stat_index(i, axes)]  # -inf (an all -inf row) shifts by 0; +inf makes the row NaN, as the reference
+        return x[i] - select(mi.eq(const(float("-inf"), mi.dtype)), const(0.0, mi.dtype), mi)
 
     s = reduce_over(x, axes, "sum", lambda f, o: call("exp", shifted(f)), "softmax_sum")
 
