@@ -24,8 +24,9 @@ on shapes and on the dataflow, never on operator names. Rules:
 - **opaque** ops are alone. A group never holds two anchors/reductions, and no merge may create
   a cycle between groups. A value that is a graph output, or has several consumers (outside a
   closed diamond), always ends a group.
-- **depth**: no dataflow path inside a group is longer than ``MAX_FUSED_DEPTH`` ops (bounds the
-  depth of the generated expressions; longer chains become several kernels).
+- **depth**: no dataflow path inside a group is longer than ``MAX_FUSED_DEPTH`` ops, and no
+  inlined expression has more than ``MAX_FUSED_SIZE`` nodes (bounds the depth and size of the
+  generated expressions; longer chains become several kernels).
 
 ``partition(g, explain=lines)`` appends one line per producer->consumer edge left unfused,
 with the reason; ``TESSERA_EXPLAIN_FUSION=1`` logs the same lines on logger ``tessera.fusion``.
@@ -45,7 +46,8 @@ from tessera.errors import CompileError, GraphError
 from tessera.graph.ir import Graph, Node
 from tessera.graph.registry import get_op, normalize_attrs
 from tessera.loop.compute import ComputeContext, get_compute
-from tessera.loop.expr import BinOp, Cast, Const, Expr, Load, Select, Var, simplify
+from tessera.loop.expr import BinOp, Cast, Const, Expr, Load, Select, Var, simplify, walk
+from tessera.loop.stages import build_stages
 from tessera.loop.te import Tensor, placeholder
 
 LOG = logging.getLogger("tessera.fusion")
@@ -59,6 +61,11 @@ MAX_DIAMOND = 16  # nodes a closed elementwise diamond may add to a group at onc
 # further kernels (one store and load per split). 32 is four times the longest chain any zoo
 # model fuses, so real models fuse exactly as without the bound.
 MAX_FUSED_DEPTH = 32
+# Nodes of a group's largest expression once inlined as a tree. Many definitions read their input
+# more than once (Gelu, Mish, Elu: 2-3 loads), so a fused chain of them grows exponentially as a
+# tree (3**32 for 32 Mish) although it stays a small DAG: the code generators expand the tree.
+# Zoo models stay far below (see tests/compiler/test_deep_graphs.py).
+MAX_FUSED_SIZE = 4096
 
 
 @dataclass(eq=False)
@@ -151,6 +158,24 @@ def build_compute(g: Graph, node: Node) -> tuple[list[Tensor | None], list[Tenso
     attrs = normalize_attrs(get_op(node.op), node)
     ctx = ComputeContext(ins, attrs, in_types, out_types, consts, node.name)
     return ins, cdef.fn(ctx)
+
+
+def expression_cost(g: Graph, node: Node) -> tuple[int, list[int]]:
+    """Tree size of ``node``'s inlined expression and how often it loads each input (fusion
+    multiplies producers' sizes by these counts); ``(1, [1, ...])`` if it cannot be built here."""
+    try:
+        ins, outs = build_compute(g, node)
+        stages = build_stages(outs)
+    except Exception:  # noqa: BLE001  (a definition that cannot be built here is costed as one load)
+        return 1, [1] * len(node.inputs)
+    position = {id(t): k for k, t in enumerate(ins) if t is not None}
+    size, uses = 0, [0] * len(node.inputs)
+    for st in stages:
+        for x in walk(st.body):
+            size += 1
+            if isinstance(x, Load) and id(x.tensor) in position:
+                uses[position[id(x.tensor)]] += 1
+    return size, uses
 
 
 def _shape_of(shape: tuple) -> tuple[int, ...]:
@@ -312,6 +337,8 @@ class _Partitioner:
         self.external = set(g.inputs) | set(g.constants)
         self.pattern = [get_compute(node.op).pattern for node in self.nodes]  # type: ignore[union-attr]
         self.view = [False] * n
+        self.cost = [expression_cost(g, node) if self.pattern[i] in ("elementwise", "injective")
+                     else (1, [1] * len(node.inputs)) for i, node in enumerate(self.nodes)]
         for i, node in enumerate(self.nodes):
             if self.pattern[i] == "injective":
                 src = view_source(g, node)
@@ -477,15 +504,29 @@ class _Partitioner:
         return self._shape(outs[0]) if len(outs) == 1 else None
 
     def _too_deep(self, gids: set[int]) -> bool:
-        """Whether the union of groups ``gids`` has a dataflow path longer than ``MAX_FUSED_DEPTH`` ops."""
+        """Whether the union of groups ``gids`` has a dataflow path longer than ``MAX_FUSED_DEPTH`` ops
+        or an inlined expression larger than ``MAX_FUSED_SIZE`` nodes (estimated per op)."""
         members = sorted(m for g in gids for m in self.members[g])  # node order is topological
         inside = set(members)
         length: dict[int, int] = {}
+        size: dict[int, int] = {}
         for m in members:
             n = 1 + max((length[q] for q in self.node_preds[m] if q in inside), default=0)
             if n > MAX_FUSED_DEPTH:
                 return True
             length[m] = n
+            if self.pattern[m] in HEAVY:  # stored or accumulated, never inlined into its consumers
+                size[m] = 1
+                continue
+            own, uses = self.cost[m]
+            s = own
+            for v, k in zip(self.nodes[m].inputs, uses, strict=False):
+                q = self.producer.get(v) if v else None
+                if q is not None and q in inside:
+                    s += k * (size[q] - 1)
+            if s > MAX_FUSED_SIZE:
+                return True
+            size[m] = s
         return False
 
     def _creates_cycle(self, gids: set[int]) -> bool:
