@@ -543,6 +543,22 @@ class _Partitioner:
                     stack.append(s)
         return False
 
+    def _edge_creates_cycle(self, gp: int, gc: int) -> bool:
+        """``_creates_cycle({gp, gc})`` for groups joined by an edge ``gp -> gc``: the group graph is
+        acyclic, so a path back into the pair can only start at another successor of ``gp`` and end
+        at ``gc`` (searching from ``gc``'s successors, the whole rest of a long chain, is not needed)."""
+        stack = [s for s in self.succ[gp] if s != gc]
+        seen = set(stack)
+        while stack:
+            x = stack.pop()
+            for s in self.succ[x]:
+                if s == gc:
+                    return True
+                if s not in seen and s != gp:
+                    seen.add(s)
+                    stack.append(s)
+        return False
+
     def _try(self, p: int, v: str, c: int) -> str | None:
         """Fuse edge p -(v)-> c if legal; the reason it is not, else None."""
         if self.gid[p] == self.gid[c]:
@@ -550,7 +566,7 @@ class _Partitioner:
         reason = self._edge_reason(p, v, c)
         if reason is None and self._too_deep({self.gid[p], self.gid[c]}):
             reason = f"fused chain would exceed {MAX_FUSED_DEPTH} ops (split to bound expression depth)"
-        if reason is None and self._creates_cycle({self.gid[p], self.gid[c]}):
+        if reason is None and self._edge_creates_cycle(self.gid[p], self.gid[c]):
             reason = "would create a cycle between groups"
         if reason is not None:
             self.reasons[(p, c)] = reason
@@ -692,7 +708,7 @@ class _Partitioner:
                     done.add(c)
                     reason = self.reasons.get((i, c)) or self._edge_reason(i, v, c)
                     if reason is None:
-                        cyc = self._creates_cycle({self.gid[i], self.gid[c]})
+                        cyc = self._edge_creates_cycle(self.gid[i], self.gid[c])
                         reason = "would create a cycle between groups" if cyc else "not chosen by the greedy order"
                     lines.append(f"not fused: {self._name(i)} -> {self._name(c)}: {reason}")
         return lines

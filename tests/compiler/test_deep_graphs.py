@@ -4,6 +4,7 @@ limit anywhere on the way), fused into kernels whose dataflow paths are at most 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -100,3 +101,12 @@ def _tree_size(e: object) -> int:
             continue
         memo[id(x)] = 1 + sum(memo[id(k)] for k in children(x))  # type: ignore[arg-type]
     return memo[id(e)]
+
+
+def test_partition_of_a_20000_op_chain_is_not_quadratic() -> None:
+    g = chain(20_000)
+    t0 = time.perf_counter()
+    groups = partition(g)
+    elapsed = time.perf_counter() - t0
+    assert len(groups) == math.ceil(20_000 / MAX_FUSED_DEPTH)
+    assert elapsed < 30, f"partition took {elapsed:.1f} s"  # about 3 s; the quadratic cycle check took a minute
