@@ -10,7 +10,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from tessera.loop.expr import BinOp, Call, Cast, Const, Expr, Load, Reduce, Select, Var
+from tessera.loop.expr import BinOp, Call, Cast, Const, Expr, Load, Reduce, Select, Var, children
 from tessera.loop.te import Tensor, topo_order
 
 _NP_DTYPES = {"f64": np.float64, "f32": np.float32, "f16": np.float16, "bf16": ml_dtypes.bfloat16,
@@ -74,29 +74,63 @@ def _binop(op: str, a: Any, b: Any, dtype: str) -> Any:
 
 
 def _eval(e: Expr, env: dict[str, np.ndarray], values: Mapping[int, np.ndarray]) -> Any:
+    """Value of ``e``: post-order with an explicit stack (any depth); a child's array is dropped
+    as soon as its last parent is computed. Floating-point warnings are off (NaN/inf are values)."""
+    with np.errstate(all="ignore"):
+        return _eval_postorder(e, env, values)
+
+
+def _eval_postorder(e: Expr, env: dict[str, np.ndarray], values: Mapping[int, np.ndarray]) -> Any:
+    uses: dict[int, int] = {}
+    seen = {id(e)}
+    todo = [e]
+    while todo:
+        for k in children(todo.pop()):
+            uses[id(k)] = uses.get(id(k), 0) + 1
+            if id(k) not in seen:
+                seen.add(id(k))
+                todo.append(k)
+    memo: dict[int, Any] = {}
+    stack: list[tuple[Expr, bool]] = [(e, False)]
+    while stack:
+        x, ready = stack.pop()
+        if id(x) in memo:
+            continue
+        if isinstance(x, Reduce):
+            raise ValueError("nested reductions are evaluated by evaluate_tensor")
+        kids = children(x)
+        if kids and not ready:
+            stack.append((x, True))
+            stack.extend((k, False) for k in reversed(kids) if id(k) not in memo)
+            continue
+        memo[id(x)] = _eval_node(x, [memo[id(k)] for k in kids], env, values)
+        for k in kids:
+            uses[id(k)] -= 1
+            if not uses[id(k)]:
+                del memo[id(k)]
+    return memo[id(e)]
+
+
+def _eval_node(e: Expr, kids: list[Any], env: dict[str, np.ndarray], values: Mapping[int, np.ndarray]) -> Any:
+    """One node's value from its children's values."""
     if isinstance(e, Const):
         return np.asarray(e.value, dtype=np_dtype(e.dtype))
     if isinstance(e, Var):
         return env[e.name]
     if isinstance(e, BinOp):
-        a, b = _eval(e.a, env, values), _eval(e.b, env, values)
-        return np.asarray(_binop(e.op, a, b, e.dtype)).astype(np_dtype(e.dtype), copy=False)
+        return np.asarray(_binop(e.op, kids[0], kids[1], e.dtype)).astype(np_dtype(e.dtype), copy=False)
     if isinstance(e, Call):
-        args = [_eval(a, env, values) for a in e.args]
         with np.errstate(all="ignore"):
-            return np.asarray(CALLS[e.fn](*args)).astype(np_dtype(e.dtype), copy=False)
+            return np.asarray(CALLS[e.fn](*kids)).astype(np_dtype(e.dtype), copy=False)
     if isinstance(e, Select):
-        return np.where(_eval(e.cond, env, values), _eval(e.a, env, values), _eval(e.b, env, values)).astype(
-            np_dtype(e.dtype), copy=False)
+        return np.where(kids[0], kids[1], kids[2]).astype(np_dtype(e.dtype), copy=False)
     if isinstance(e, Cast):
         with np.errstate(all="ignore"):
-            return np.asarray(_eval(e.value, env, values)).astype(np_dtype(e.dtype))
+            return np.asarray(kids[0]).astype(np_dtype(e.dtype))
     if isinstance(e, Load):
         arr = values[id(e.tensor)]
-        idx = [np.asarray(_eval(i, env, values)).astype(np.int64) for i in e.indices]
+        idx = [np.asarray(i).astype(np.int64) for i in kids]
         return arr[tuple(idx)] if idx else arr[()]
-    if isinstance(e, Reduce):
-        raise ValueError("nested reductions are evaluated by evaluate_tensor")
     raise TypeError(f"cannot evaluate {e!r}")
 
 

@@ -81,3 +81,19 @@ def test_inlining_a_20000_tensor_chain() -> None:
     assert depth(stage.body) == 20_002  # 20,000 tanh calls over one load of the placeholder
     loads = [y for y in walk(stage.body) if isinstance(y, Load)]
     assert len(loads) == 1 and loads[0].tensor is a
+
+
+def test_evaluating_a_deep_expression() -> None:
+    import numpy as np
+
+    from tessera.loop.te_eval import evaluate_expr
+
+    x = Var("x", "f32")
+    e: Expr = x
+    for k in range(N):
+        e = BinOp("add", e, Const(1.0, "f32"), "f32") if k % 2 else call("tanh", e)
+    xs = np.linspace(-2, 2, 5, dtype=np.float32)
+    want = xs
+    for k in range(N):
+        want = (want + np.float32(1)) if k % 2 else np.tanh(want)
+    np.testing.assert_allclose(evaluate_expr(e, {"x": xs}, {}), want, rtol=1e-6)
