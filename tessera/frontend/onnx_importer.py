@@ -109,8 +109,25 @@ _STRUCTURAL = ("static single assignment", "single static assignment", "topologi
                "is not output of any previous", "Duplicate", "duplicate")
 
 
+def _check_strings(proto: ModelProto, source: str) -> None:
+    """Refuse a model whose string fields are not UTF-8: protobuf hands such a field back as bytes
+    (ONNX is proto2, which does not validate), and every later use of the name would fail."""
+    stack: list[Any] = [proto]
+    while stack:
+        msg = stack.pop()
+        for field, value in msg.ListFields():
+            if field.type == field.TYPE_MESSAGE:
+                stack.extend([value] if hasattr(value, "ListFields") else value)
+            elif field.type == field.TYPE_STRING:
+                values = [value] if isinstance(value, str | bytes) else value
+                if any(not isinstance(v, str) for v in values):
+                    raise ModelLoadError(f"invalid ONNX model {source}: field {msg.DESCRIPTOR.name}.{field.name} "
+                                         "is not UTF-8 text")
+
+
 def _check(proto: ModelProto, source: str) -> None:
     """Run onnx.checker; reject the model only for structural errors (see _STRUCTURAL)."""
+    _check_strings(proto, source)
     if proto.ByteSize() > 2**31 - 1:
         return  # the checker needs a path for models over 2 GB
     try:
@@ -118,6 +135,8 @@ def _check(proto: ModelProto, source: str) -> None:
     except onnx.checker.ValidationError as e:
         if any(k in str(e) for k in _STRUCTURAL):
             raise ModelLoadError(f"invalid ONNX model {source}: {_one_line(e)}") from None
+    except UnicodeDecodeError as e:  # a damaged name or string field: the checker decodes it as UTF-8
+        raise ModelLoadError(f"invalid ONNX model {source}: a string field is not UTF-8 ({e.reason})") from None
 
 
 def _one_line(e: BaseException) -> str:

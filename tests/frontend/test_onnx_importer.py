@@ -69,6 +69,17 @@ def test_corrupt_file(tmp_path: Path) -> None:
         import_onnx(path)
 
 
+def test_string_field_that_is_not_utf8(tmp_path: Path) -> None:
+    """A damaged name (invalid UTF-8 inside a well-formed protobuf) is a load error, not a UnicodeDecodeError."""
+    model = _model([helper.make_node("Relu", ["x"], ["y"], name="RELUNAME")], [_vi("x", F, [2, 3])],
+                   [_vi("y", F, [2, 3])])
+    data = model.SerializeToString().replace(b"RELUNAME", b"\xff\xfe\xfdNAME\xc3")
+    path = tmp_path / "badname.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ModelLoadError, match=r"badname\.onnx.*not UTF-8"):
+        import_onnx(path)
+
+
 def test_not_a_model(tmp_path: Path) -> None:
     path = tmp_path / "tensor.onnx"  # a valid protobuf, but a TensorProto, not a ModelProto
     path.write_bytes(numpy_helper.from_array(np.ones(3, np.float32), "t").SerializeToString())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import ModelProto, TensorProto, helper, numpy_helper
+from onnx import AttributeProto, ModelProto, TensorProto, helper, numpy_helper
 
 from tessera.errors import GraphError, ShapeInferenceError
 from tessera.frontend.onnx_importer import import_onnx
@@ -25,6 +25,12 @@ def _c(name: str, value: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(value, name)
 
 
+def _empty_ints(model: ModelProto, name: str) -> ModelProto:
+    """``model`` with an ints attribute ``name`` given as an empty list (onnx.helper refuses to make one)."""
+    model.graph.node[0].attribute.append(helper.make_attribute(name, [], attr_type=AttributeProto.INTS))
+    return model
+
+
 W = _c("W", np.ones((4, 2, 3, 3), np.float32))
 X = [("x", [1, 2, 8, 8])]
 M = [("x", [2, 3])]
@@ -32,6 +38,10 @@ CASES = {
     "conv_kernel_shape_0": (_model("Conv", X, {"kernel_shape": [0, 0]}, (W,)), r"kernel_shape \[0, 0\] does not match"),
     "conv_weights_0x0": (_model("Conv", X, {}, (_c("W", np.ones((4, 2, 0, 0), np.float32)),)),
                          r"kernel_shape must be positive"),
+    "conv_strides_empty": (_empty_ints(_model("Conv", X, {}, (W,)), "strides"),
+                           r"2 spatial dims need 2 strides.*strides=\[\]"),
+    "maxpool_pads_empty": (_empty_ints(_model("MaxPool", X, {"kernel_shape": [2, 2]}), "pads"),
+                           r"need 2 strides.*pads=\[\]"),
     "conv_strides_0": (_model("Conv", X, {"strides": [0, 1]}, (W,)), r"strides=\[0, 1\].*must be >= 1"),
     "conv_dilations_0": (_model("Conv", X, {"dilations": [1, 0]}, (W,)), r"dilations=\[1, 0\]"),
     "conv_negative_pads": (_model("Conv", X, {"pads": [-1, 0, 0, 0]}, (W,)), r"pads=\[-1, 0, 0, 0\].*pads >= 0"),

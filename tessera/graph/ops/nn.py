@@ -85,9 +85,10 @@ class Window:
 def make_window(attrs: dict[str, Any], kernel: Sequence[Dim], ceil_mode: bool = False) -> Window:
     """Validate a windowed op's attributes against a kernel of ``len(kernel)`` spatial dims."""
     n = len(kernel)
-    strides = attrs.get("strides") or [1] * n
-    dilations = attrs.get("dilations") or [1] * n
-    pads = attrs.get("pads") or [0] * (2 * n)
+    # An attribute given as an empty list is given with the wrong length (onnxruntime refuses it too).
+    strides = [1] * n if attrs.get("strides") is None else attrs["strides"]
+    dilations = [1] * n if attrs.get("dilations") is None else attrs["dilations"]
+    pads = [0] * (2 * n) if attrs.get("pads") is None else attrs["pads"]
     auto_pad = attrs.get("auto_pad", "NOTSET")
     if auto_pad not in AUTO_PADS:
         raise ValueError(f"auto_pad must be one of {AUTO_PADS}, got {auto_pad!r}")
