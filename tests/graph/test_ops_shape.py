@@ -393,3 +393,27 @@ def test_static_entries_of_a_shape_fold_to_constants() -> None:
     assert values["s"] == (batch, 4)
     assert isinstance(values["n"], np.ndarray) and values["n"].dtype == np.int64 and values["n"].shape == ()
     assert int(values["n"]) == 4
+
+
+def test_range_of_constants_is_typed_without_making_it() -> None:
+    """An 8 TiB Range (2**41 float32) gets its length from ONNX's formula; its elements are never made."""
+    g = Graph("big_range")
+    for name, v in (("s", 0.0), ("l", float(2**41)), ("d", 1.0)):
+        g.add_constant(name, np.array(v, np.float32))
+    node = Node("Range", ["s", "l", "d"], ["y"], name="rng")
+    g.nodes.append(node)
+    g.outputs = ["y"]
+    infer_shapes(g)
+    assert g.types["y"].shape == (2**41,)
+
+
+@pytest.mark.parametrize("limit", [np.nan, np.inf])
+def test_range_with_non_finite_bounds_is_refused(limit: float) -> None:
+    g = Graph("bad_range")
+    for name, v in (("s", 0.0), ("l", limit), ("d", 1.0)):
+        g.add_constant(name, np.array(v, np.float32))
+    node = Node("Range", ["s", "l", "d"], ["y"], name="rng")
+    g.nodes.append(node)
+    g.outputs = ["y"]
+    with pytest.raises(ShapeInferenceError, match=r"rng.*start, limit and delta must be finite"):
+        infer_shapes(g)

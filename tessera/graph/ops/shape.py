@@ -520,7 +520,11 @@ def _range_infer(ctx: InferContext) -> Types:
     if consts[2] is not None and not consts[2].all():
         raise ctx.error("delta must be non-zero")
     if all(c is not None for c in consts):
-        return [TensorType(ts[0].dtype, (len(_range_ref(consts, ctx.attrs, 1)[0]),))]
+        try:
+            count = _range_count(*consts)  # type: ignore[misc]
+        except (ValueError, OverflowError) as e:
+            raise ctx.error(f"start, limit and delta must be finite, got {[c.item() for c in consts]}") from e
+        return [TensorType(ts[0].dtype, (count,))]
     n: Dim | None = None
     if ts[0].dtype.is_int:
         vals = [ctx.dims_value(i) for i in range(3)]
@@ -529,14 +533,20 @@ def _range_infer(ctx: InferContext) -> Types:
     return [TensorType(ts[0].dtype, (n if n is not None else ctx.fresh_dim("range"),))]
 
 
+def _range_count(start: np.ndarray, limit: np.ndarray, delta: np.ndarray) -> int:
+    """Number of elements of Range(start, limit, delta), computed without making them (ONNX's formula)."""
+    if np.asarray(start).dtype.kind in "iu":
+        s, l, d = int(start), int(limit), int(delta)
+        return max(-(-(l - s) // d), 0)
+    return max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
+
+
 def _range_ref(x: Arrays, a: dict[str, Any], n: int) -> list[np.ndarray]:
     start, limit, delta = (np.asarray(v) for v in x)  # type: ignore[arg-type]
     dtype = start.dtype
+    count = _range_count(start, limit, delta)
     if dtype.kind in "iu":
-        s, l, d = int(start), int(limit), int(delta)
-        count = max(-(-(l - s) // d), 0)
-        return [(s + d * np.arange(count, dtype=np.int64)).astype(dtype)]
-    count = max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
+        return [(int(start) + int(delta) * np.arange(count, dtype=np.int64)).astype(dtype)]
     return [(start + delta * np.arange(count, dtype=dtype)).astype(dtype)]
 
 
