@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import pickle
 import resource
@@ -189,7 +190,8 @@ def feeds_for(g: Any, seed: int, special: bool) -> dict[str, np.ndarray] | None:
         t = g.types[name]
         shape = tuple(d if isinstance(d, int) else 2 for d in t.shape)
         dt = t.dtype.np
-        if int(np.prod(shape, dtype=np.float64)) * dt.itemsize > MAX_FEED_BYTES:
+        # zero-size dims count as 1: NumPy refuses shapes like (0, 2**62) too
+        if math.prod(max(d, 1) for d in shape) * dt.itemsize > MAX_FEED_BYTES:
             return None
         if dt.kind == "f":
             x = rng.standard_normal(shape).astype(dt)
