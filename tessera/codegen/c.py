@@ -52,6 +52,7 @@ from tessera.codegen.c_vector import (
     math_declarations,
     vector_math_table,
 )
+from tessera.loop.computes.index_check import site_message
 from tessera.loop.expr import BinOp, Const, Expr, Load, Var, const, linear_form, loads_in, simplify, substitute, to_str
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
 
@@ -80,9 +81,39 @@ def render_kernel(kernel: Kernel, vector_lanes: dict[str, int], intrinsics: Iter
     return _Emitter(kernel, vector_lanes, intrinsics).render()
 
 
+# Index checks (tessera.loop.computes.index_check): a kernel that meets an index out of range stores
+# its site's message (from any pool thread, relaxed: the pool's join orders it before tsr_run reads it);
+# ``entry`` calls tsr_take_error after the kernels and fails the run.
+INDEX_CHECK_RUNTIME = r"""
+static _Atomic(const char*) tsr_index_error;
+static const char* tsr_error_text = "";
+static inline int64_t tsr_index_check(int64_t w, int64_t n, const char* site) {
+  if (__builtin_expect((uint64_t)w >= (uint64_t)n, 0))
+    atomic_store_explicit(&tsr_index_error, site, memory_order_relaxed);
+  return w;
+}
+/* 1 (and the message kept for tsr_error_message) if a kernel met an index out of range since the last call, else 0 */
+static int tsr_take_error(void) {
+  const char* e = atomic_exchange_explicit(&tsr_index_error, (const char*)0, memory_order_relaxed);
+  if (!e) return 0;
+  tsr_error_text = e;
+  return 1;
+}
+/* what the last failed tsr_run met */
+const char* tsr_error_message(void) { return tsr_error_text; }
+"""
+
+
 def render_module(kernels: list[str], entry: str) -> str:
-    """A complete C translation unit: prelude, the rendered kernels, then ``entry``."""
-    return "\n".join([prelude(), POOL_RUNTIME, *kernels, entry, ""])
+    """A complete C translation unit: prelude, the rendered kernels, then ``entry`` (which returns
+    ``tsr_take_error()`` as a failure status after its kernels)."""
+    return "\n".join([prelude(), POOL_RUNTIME, INDEX_CHECK_RUNTIME, *kernels, entry, ""])
+
+
+def c_string(text: str) -> str:
+    """A C string literal of ``text`` (UTF-8; everything but plain printable ASCII octal-escaped)."""
+    safe = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ()[],.:;_-+=<>'/")
+    return '"' + "".join(chr(b) if b in safe else f"\\{b:03o}" for b in text.encode()) + '"'
 
 
 def _collapse(e: Expr) -> Expr:
@@ -187,6 +218,7 @@ class _Emitter(ScalarExprs, VectorExprs):
         self.locals: dict[int, Buffer] = {}
         self.outlined: list[str] = []  # functions of the outlined parallel loops
         self.param_decls: list[tuple[str, str]] = []  # (C declaration, C name) of each kernel param
+        self.sites: dict[int, str] = {}  # index-check site id -> C name of its message
 
     def fresh(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0)
@@ -209,7 +241,10 @@ class _Emitter(ScalarExprs, VectorExprs):
             self.param_decls.append((params[-1], f"p{i}"))
             doc.append(f" * p{i}: {b.name} {b.dtype}{list(b.shape)} {'in' if i < k.num_inputs else 'out'}")
         body = self.stmt(k.body, 1)
-        return "\n".join([*math_declarations(self.math_used), f"/* kernel {k.name}", *doc, " */", *self.outlined,
+        sites = [f"static const char {name}[] = {c_string(site_message(const(sid)))};"
+                 for sid, name in self.sites.items()]
+        return "\n".join([*math_declarations(self.math_used), f"/* kernel {k.name}", *doc, " */", *sites,
+                          *self.outlined,
                           f"void {k.name}({', '.join(params)}) {{", *body, "}", ""])
 
     # ---- scalar expression hooks ---------------------------------------------------------------
@@ -248,6 +283,12 @@ class _Emitter(ScalarExprs, VectorExprs):
         if not isinstance(e.tensor, Buffer):
             raise TypeError(f"loop-IR loads must reference a Buffer, got {type(e.tensor).__name__}")
         return self.mem_ref(e.tensor, e.indices)
+
+    def index_site(self, site: Expr) -> str:
+        sid = int(site.value) if isinstance(site, Const) else -1
+        if sid not in self.sites:
+            self.sites[sid] = f"{self.kernel.name}_site{len(self.sites)}"
+        return self.sites[sid]
 
     def prep(self, e: Expr) -> Expr:
         """``e`` with unrolled loop variables replaced by their constants, simplified."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tessera.codegen.c_types import FLOATS, HALF, NARROW, SIGNED, UNSIGNED, c_type, half_cast, literal
+from tessera.loop.computes.index_check import INDEX_CHECK
 from tessera.loop.expr import BinOp, Call, Cast, Const, Expr, Load, Ranges, Select, Var, bounds, is_int
 
 _CMP = {"lt": "<", "le": "<=", "eq": "==", "ne": "!="}
@@ -25,6 +26,10 @@ class ScalarExprs:
         raise NotImplementedError
 
     def load_ref(self, e: Load) -> str:
+        raise NotImplementedError
+
+    def index_site(self, site: Expr) -> str:
+        """C name of the message of an index check's site (an ``index_check`` call's last argument)."""
         raise NotImplementedError
 
     def sexpr(self, e: Expr) -> str:
@@ -119,6 +124,8 @@ class ScalarExprs:
     def _call(self, e: Call) -> str:
         fn, dt = e.fn, e.args[0].dtype
         c_type(dt)
+        if fn == INDEX_CHECK:  # the index itself; records the site when out of [0, n)
+            return f"tsr_index_check({self.sexpr(e.args[0])}, {self.sexpr(e.args[1])}, {self.index_site(e.args[2])})"
         args = [self.sexpr(a) for a in e.args]
         x = args[0]
         rt = c_type(e.dtype)

@@ -250,9 +250,21 @@ class CompiledModel:
         out_ptrs = (ctypes.c_void_p * len(outputs))(*[o.ctypes.data for o in outputs])
         with self._lock:
             status = self._run(in_ptrs, out_ptrs, self._weights.ctypes.data, self._arena.ctypes.data)
+            what = self._error_message() if status != 0 else ""
         if status != 0:
-            raise ExecutionError(f"model {self.name!r}: tsr_run failed with status {status} ({self.library_path})")
+            raise ExecutionError(f"model {self.name!r}: {what or f'tsr_run failed with status {status}'} "
+                                 f"({self.library_path})")
         return outputs
+
+    def _error_message(self) -> str:
+        """What the library says its last failed run met (``tsr_error_message``; "" if it cannot say)."""
+        fn = getattr(self._lib, "tsr_error_message", None)  # absent from libraries built before index checks
+        if fn is None:
+            return ""
+        fn.argtypes = []
+        fn.restype = ctypes.c_char_p
+        text = fn() or b""
+        return text[:1000].decode("utf-8", "replace")
 
     def run_dict(self, *args: Any) -> dict[str, np.ndarray]:
         """Like calling the model, but returns ``{output name: array}``."""

@@ -2,8 +2,10 @@
 ScatterND, TopK).
 
 Index tensors may be run-time values: the definition loads them, wraps negative indices
-(ONNX) and clamps into the axis so that a bad index cannot read out of bounds (the reference
-raises instead). Slice bounds are compile-time constants."""
+(ONNX) and clamps into the axis so that a bad index cannot read out of bounds; the index is
+also checked at run time (:mod:`tessera.loop.computes.index_check`): an index outside
+``[-n, n-1]`` fails the run with an error naming the node, as the reference raises. OneHot
+maps such an index to all-off, as ONNX says. Slice bounds are compile-time constants."""
 
 from __future__ import annotations
 
@@ -14,16 +16,19 @@ import numpy as np
 from tessera.errors import CompileError
 from tessera.graph.ops.indexing import slice_range
 from tessera.loop.compute import ComputeContext, compute_def
+from tessera.loop.computes.index_check import index_check
 from tessera.loop.computes.nn import clamp, pad_value
 from tessera.loop.computes.shape import const_ints
 from tessera.loop.expr import BOOL, Expr, Var, binop, cast, const, is_int, logical_and, maximum, minimum, select
 from tessera.loop.te import Tensor, compute, reduce, reduce_axis
 
 
-def wrap_index(v: Expr, n: int) -> Expr:
-    """An index value read from a tensor, as an in-bounds i64 index into an axis of length ``n``."""
+def wrap_index(v: Expr, n: int, ctx: ComputeContext, op: str, axis: int) -> Expr:
+    """An index value read from a tensor, as an in-bounds i64 index into ``axis`` (of length
+    ``n``) of ``ctx``'s node (an ``op``); a value outside ``[-n, n-1]`` is reported at run time."""
     v = cast(v, "i64")
-    return clamp(select(v.lt(0), v + n, v), 0, n - 1)
+    what = f"node {ctx.name!r} ({op}): an index is out of range for axis {axis} of size {n}"
+    return clamp(index_check(select(v.lt(0), v + n, v), n, what), 0, n - 1)
 
 
 @compute_def("Gather", "injective")
@@ -33,7 +38,7 @@ def _gather(ctx: ComputeContext) -> list[Tensor]:
     q = ind.ndim
 
     def body(*o: Expr) -> Expr:
-        k = wrap_index(ind[o[axis:axis + q]], data.shape[axis])
+        k = wrap_index(ind[o[axis:axis + q]], data.shape[axis], ctx, "Gather", axis)
         return data[(*o[:axis], k, *o[axis + q:])]
 
     return [compute(ctx.out_shape(), body, "gather")]
@@ -45,7 +50,7 @@ def _gather_elements(ctx: ComputeContext) -> list[Tensor]:
     axis = int(ctx.attrs["axis"]) % data.ndim
 
     def body(*o: Expr) -> Expr:
-        k = wrap_index(ind[o], data.shape[axis])
+        k = wrap_index(ind[o], data.shape[axis], ctx, "GatherElements", axis)
         return data[(*o[:axis], k, *o[axis + 1:])]
 
     return [compute(ctx.out_shape(), body, "gather_elements")]
@@ -60,7 +65,7 @@ def _gather_nd(ctx: ComputeContext) -> list[Tensor]:
 
     def body(*o: Expr) -> Expr:
         pos = o[:q]
-        picked = [wrap_index(ind[(*pos, const(j))], data.shape[b + j]) for j in range(m)]
+        picked = [wrap_index(ind[(*pos, const(j))], data.shape[b + j], ctx, "GatherND", b + j) for j in range(m)]
         return data[(*o[:b], *picked, *o[q:])]
 
     return [compute(ctx.out_shape(), body, "gather_nd")]
@@ -174,7 +179,8 @@ def _scatter_elements(ctx: ComputeContext) -> list[Tensor]:
 
     def hit(o: tuple[Expr, ...], u: tuple[Expr, ...]) -> Expr:
         inside = [o[d].lt(ind.shape[d]) for d in range(data.ndim) if d != axis and ind.shape[d] < data.shape[d]]
-        return logical_and(*inside, wrap_index(ind[at(o, u)], data.shape[axis]).eq(o[axis]))
+        k = wrap_index(ind[at(o, u)], data.shape[axis], ctx, "ScatterElements", axis)
+        return logical_and(*inside, k.eq(o[axis]))
 
     if reduction == "none":
         return [_scatter_last(data, [ind.shape[axis]], hit, lambda o, u: upd[at(o, u)])]
@@ -194,7 +200,8 @@ def _scatter_nd(ctx: ComputeContext) -> list[Tensor]:
     reduction = ctx.attrs["reduction"]
 
     def hit(o: tuple[Expr, ...], u: tuple[Expr, ...]) -> Expr:
-        return logical_and(*(wrap_index(ind[(*u, const(j))], data.shape[j]).eq(o[j]) for j in range(m)))
+        ks = [wrap_index(ind[(*u, const(j))], data.shape[j], ctx, "ScatterND", j) for j in range(m)]
+        return logical_and(*(k.eq(o[j]) for j, k in enumerate(ks)))
 
     def upd_at(o: tuple[Expr, ...], u: tuple[Expr, ...]) -> Expr:
         return upd[(*u, *o[m:])]
