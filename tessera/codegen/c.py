@@ -88,12 +88,13 @@ INDEX_CHECK_RUNTIME = r"""
 static _Atomic(const char*) tsr_index_error;
 static const char* tsr_error_text = "";
 static inline int64_t tsr_index_check(int64_t w, int64_t n, const char* site) {
-  if (__builtin_expect((uint64_t)w >= (uint64_t)n, 0))
+  /* stored once: threads meeting many bad indices do not fight over the word's cache line */
+  if (__builtin_expect((uint64_t)w >= (uint64_t)n, 0) && !atomic_load_explicit(&tsr_index_error, memory_order_relaxed))
     atomic_store_explicit(&tsr_index_error, site, memory_order_relaxed);
   return w;
 }
 /* 1 (and the message kept for tsr_error_message) if a kernel met an index out of range since the last call, else 0 */
-static int tsr_take_error(void) {
+static inline int tsr_take_error(void) {
   const char* e = atomic_exchange_explicit(&tsr_index_error, (const char*)0, memory_order_relaxed);
   if (!e) return 0;
   tsr_error_text = e;

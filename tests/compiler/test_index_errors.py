@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,18 +143,27 @@ def test_nd_reference_refuses_a_too_negative_index(c: Case) -> None:
         run_reference(_graph(c), _with_bad(c, _valid_feeds(c, 1), -c.n - 1))
 
 
-def test_artifact_round_trip_reports_the_error(tmp_path: object) -> None:
+def test_artifact_round_trip_reports_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tessera.cli import main
     from tessera.runtime.artifact import load_artifact, save_artifact
 
     c = CASES[0]
     g, model = _compiled(c)
-    path = save_artifact(model, tmp_path / "gather.tsr")  # type: ignore[operator]
+    path = save_artifact(model, tmp_path / "gather.tsa")
     loaded = load_artifact(path, num_threads=2)
     feeds = _valid_feeds(c, 3)
     assert_matches(_run(g, loaded, feeds), run_reference(g, feeds), ["y"])
+    bad = _with_bad(c, feeds, 1000)
     with pytest.raises(ExecutionError, match=_message(c)):
-        _run(g, loaded, _with_bad(c, feeds, 1000))
+        _run(g, loaded, bad)
     assert_matches(_run(g, loaded, feeds), run_reference(g, feeds), ["y"])
+    # the CLI: one error line, exit status 2
+    for name, v in bad.items():
+        np.save(tmp_path / f"{name}.npy", v)
+    capsys.readouterr()
+    assert main(["run", str(path), *(f"--input={n}={tmp_path / n}.npy" for n in bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.match("error: model .*" + _message(c), err), err
 
 
 def test_embedding_through_tessera_compile_and_torch_compile() -> None:
