@@ -81,17 +81,20 @@ def render_kernel(kernel: Kernel, vector_lanes: dict[str, int], intrinsics: Iter
     return _Emitter(kernel, vector_lanes, intrinsics).render()
 
 
-# Index checks (tessera.loop.computes.index_check): a kernel that meets an index out of range stores
-# its site's message (from any pool thread, relaxed: the pool's join orders it before tsr_run reads it);
-# ``entry`` calls tsr_take_error after the kernels and fails the run.
+# Index checks (tessera.loop.computes.index_check): a C function whose code checks indices keeps the
+# last failing site in a local ``tsr_hit`` (a conditional move, no branch in the loop) and, at its end,
+# stores it in the module's error word (from any pool thread, relaxed: the pool's join orders it
+# before tsr_run reads it); ``entry`` calls tsr_take_error after the kernels and fails the run.
 INDEX_CHECK_RUNTIME = r"""
 static _Atomic(const char*) tsr_index_error;
 static const char* tsr_error_text = "";
-static inline int64_t tsr_index_check(int64_t w, int64_t n, const char* site) {
-  /* stored once: threads meeting many bad indices do not fight over the word's cache line */
-  if (__builtin_expect((uint64_t)w >= (uint64_t)n, 0) && !atomic_load_explicit(&tsr_index_error, memory_order_relaxed))
-    atomic_store_explicit(&tsr_index_error, site, memory_order_relaxed);
+static inline int64_t tsr_index_check(int64_t w, int64_t n, const char* site, const char** hit) {
+  *hit = (uint64_t)w >= (uint64_t)n ? site : *hit;
   return w;
+}
+static __attribute__((noinline, cold, unused)) void tsr_index_fail(const char* site) {
+  if (!atomic_load_explicit(&tsr_index_error, memory_order_relaxed))  /* stored once: no fight over the line */
+    atomic_store_explicit(&tsr_index_error, site, memory_order_relaxed);
 }
 /* 1 (and the message kept for tsr_error_message) if a kernel met an index out of range since the last call, else 0 */
 static inline int tsr_take_error(void) {
@@ -220,6 +223,7 @@ class _Emitter(ScalarExprs, VectorExprs):
         self.outlined: list[str] = []  # functions of the outlined parallel loops
         self.param_decls: list[tuple[str, str]] = []  # (C declaration, C name) of each kernel param
         self.sites: dict[int, str] = {}  # index-check site id -> C name of its message
+        self.checks = False  # the C function being emitted checks indices (declares tsr_hit)
 
     def fresh(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0)
@@ -241,7 +245,9 @@ class _Emitter(ScalarExprs, VectorExprs):
             params.append(f"{const_q}{c_type(b.dtype)}* restrict p{i}")
             self.param_decls.append((params[-1], f"p{i}"))
             doc.append(f" * p{i}: {b.name} {b.dtype}{list(b.shape)} {'in' if i < k.num_inputs else 'out'}")
-        body = self.stmt(k.body, 1)
+        body: list[str] = []
+        with self.function_body(body):
+            body += self.stmt(k.body, 1)
         sites = [f"static const char {name}[] = {c_string(site_message(const(sid)))};"
                  for sid, name in self.sites.items()]
         return "\n".join([*math_declarations(self.math_used), f"/* kernel {k.name}", *doc, " */", *sites,
@@ -289,7 +295,20 @@ class _Emitter(ScalarExprs, VectorExprs):
         sid = int(site.value) if isinstance(site, Const) else -1
         if sid not in self.sites:
             self.sites[sid] = f"{self.kernel.name}_site{len(self.sites)}"
+        self.checks = True
         return self.sites[sid]
+
+    @contextmanager
+    def function_body(self, lines: list[str]) -> Iterator[None]:
+        """Emitting one C function's body into ``lines``: if it checks indices, it is wrapped in the
+        declaration of its ``tsr_hit`` and the report of it (:data:`INDEX_CHECK_RUNTIME`)."""
+        saved, self.checks = self.checks, False
+        try:
+            yield
+            if self.checks:
+                lines[:] = ["  const char* tsr_hit = 0;", *lines, "  if (tsr_hit) tsr_index_fail(tsr_hit);"]
+        finally:
+            self.checks = saved
 
     def prep(self, e: Expr) -> Expr:
         """``e`` with unrolled loop variables replaced by their constants, simplified."""
@@ -476,13 +495,14 @@ class _Emitter(ScalarExprs, VectorExprs):
             captured.append((f"{c_type(buf.dtype)}* restrict {name}", name))
         captured += [(f"int64_t {cv}", cv) for cv in self.cvars.values() if _LOOP_VAR.match(cv)]
         cv = self.fresh("i")
-        with self.bind(s.var.name, cvar=cv, rng=(0, s.extent - 1)):
-            inner = self.stmt(s.body, 2)
+        body: list[str] = []
+        with self.function_body(body), self.bind(s.var.name, cvar=cv, rng=(0, s.extent - 1)):
+            body += [f"  for (int64_t {cv} = lo; {cv} < hi; ++{cv}) {{", *self.stmt(s.body, 2), "  }"]
         decls = [d for d, _ in captured]
         fields = "".join(f" {d.replace(' restrict', '')};" for d in decls)
         self.outlined += [
             f"static __attribute__((noinline)) void {fn}({', '.join([*decls, 'int64_t lo', 'int64_t hi'])}) {{",
-            f"  for (int64_t {cv} = lo; {cv} < hi; ++{cv}) {{", *inner, "  }", "}",
+            *body, "}",
             f"typedef struct {{{fields} }} {fn}_ctx;",
             f"static void {fn}_task(void* c_, int64_t lo, int64_t hi) {{",
             f"  {fn}_ctx* c = ({fn}_ctx*)c_;",

@@ -29,7 +29,8 @@ class ScalarExprs:
         raise NotImplementedError
 
     def index_site(self, site: Expr) -> str:
-        """C name of the message of an index check's site (an ``index_check`` call's last argument)."""
+        """C name of the message of an index check's site (an ``index_check`` call's last argument);
+        the C function being emitted then declares ``tsr_hit``."""
         raise NotImplementedError
 
     def sexpr(self, e: Expr) -> str:
@@ -125,7 +126,8 @@ class ScalarExprs:
         fn, dt = e.fn, e.args[0].dtype
         c_type(dt)
         if fn == INDEX_CHECK:  # the index itself; records the site when out of [0, n)
-            return f"tsr_index_check({self.sexpr(e.args[0])}, {self.sexpr(e.args[1])}, {self.index_site(e.args[2])})"
+            w, n = self.sexpr(e.args[0]), self.sexpr(e.args[1])
+            return f"tsr_index_check({w}, {n}, {self.index_site(e.args[2])}, &tsr_hit)"
         args = [self.sexpr(a) for a in e.args]
         x = args[0]
         rt = c_type(e.dtype)
