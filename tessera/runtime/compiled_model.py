@@ -251,9 +251,9 @@ class CompiledModel:
         with self._lock:
             status = self._run(in_ptrs, out_ptrs, self._weights.ctypes.data, self._arena.ctypes.data)
             what = self._error_message() if status != 0 else ""
-        if status != 0:
-            raise ExecutionError(f"model {self.name!r}: {what or f'tsr_run failed with status {status}'} "
-                                 f"({self.library_path})")
+        if status != 0:  # what the library says went wrong (an index out of range names its node), or the status
+            raise ExecutionError(f"model {self.name!r}: {what}" if what else
+                                 f"model {self.name!r}: tsr_run failed with status {status} ({self.library_path})")
         return outputs
 
     def _error_message(self) -> str:

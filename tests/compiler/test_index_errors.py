@@ -114,7 +114,7 @@ def _run(g: Graph, model: CompiledModel, feeds: dict[str, np.ndarray]) -> list[n
 
 
 def _message(c: Case) -> str:
-    return re.escape(f"node {c.node!r} ({c.op}): an index is out of range for axis {c.axis} of size {c.n}")
+    return re.escape(f"node {c.node!r} ({c.op}): an index is out of range for axis {c.axis} of size {c.n}") + "$"
 
 
 @pytest.mark.parametrize("c", CASES, ids=lambda c: f"{c.op}-{dict(c.attrs).get('reduction', '')}{c.axis}")
@@ -141,6 +141,21 @@ def test_out_of_range_index_is_an_error_and_is_reset(c: Case) -> None:
 def test_nd_reference_refuses_a_too_negative_index(c: Case) -> None:
     with pytest.raises(GraphError, match="out of"):
         run_reference(_graph(c), _with_bad(c, _valid_feeds(c, 1), -c.n - 1))
+
+
+def test_bad_index_met_by_any_pool_thread_is_reported() -> None:
+    """A large lookup split over the pool's threads: a bad index in the first, a middle or the last chunk."""
+    c = Case("Gather", (1000, 64), (64, 64), 0, 1000, attrs=(("axis", 0),))
+    g, model = _compiled(c)
+    assert model.num_threads == 2 and "tsr_parallel_for" in compile_graph(g).source
+    feeds = _valid_feeds(c, 4)
+    want = run_reference(g, feeds)
+    for pos in (0, 64 * 32 + 5, 64 * 64 - 1):
+        ind = feeds["ind"].copy()
+        ind.reshape(-1)[pos] = 1000 + pos
+        with pytest.raises(ExecutionError, match=_message(c)):
+            model(feeds["data"], ind)
+        assert_matches(_run(g, model, feeds), want, ["y"])
 
 
 def test_artifact_round_trip_reports_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
