@@ -52,8 +52,24 @@ from tessera.codegen.c_vector import (
     math_declarations,
     vector_math_table,
 )
-from tessera.loop.computes.index_check import site_message
-from tessera.loop.expr import BinOp, Const, Expr, Load, Var, const, linear_form, loads_in, simplify, substitute, to_str
+from tessera.loop.computes.index_check import INDEX_CHECK, site_message
+from tessera.loop.expr import (
+    BinOp,
+    Call,
+    Const,
+    Expr,
+    Load,
+    Select,
+    Var,
+    children,
+    const,
+    free_vars,
+    linear_form,
+    loads_in,
+    simplify,
+    substitute,
+    to_str,
+)
 from tessera.loop.ir import Allocate, Buffer, For, If, Kernel, Seq, Stmt, Store
 
 if TYPE_CHECKING:
@@ -190,6 +206,49 @@ class _Fold:
         return BinOp(self.op, a, b, self.store.value.dtype)
 
 
+def _checks_in(e: Expr, out: list[Call]) -> None:
+    """The index checks evaluated whenever ``e`` is (not those under a select arm or the right of && / ||)."""
+    if isinstance(e, Call) and e.fn == INDEX_CHECK:
+        out.append(e)
+    if isinstance(e, Select):
+        _checks_in(e.cond, out)
+    elif isinstance(e, BinOp) and e.op in ("and", "or"):
+        _checks_in(e.a, out)
+    else:
+        for k in children(e):
+            _checks_in(k, out)
+
+
+def _invariant_checks(s: For) -> list[Call]:
+    """Index checks that every iteration of ``s`` evaluates (outside any ``If``) on values the loop
+    does not change: neither its variables nor buffers it stores appear in them."""
+    found: list[Call] = []
+    inner: set[str] = set()
+    stored: set[int] = set()
+
+    def scan(t: Stmt, guarded: bool) -> None:
+        if isinstance(t, For):
+            inner.add(t.var.name)
+            scan(t.body, guarded)
+        elif isinstance(t, Seq):
+            for b in t.body:
+                scan(b, guarded)
+        elif isinstance(t, Allocate):
+            scan(t.body, guarded)
+        elif isinstance(t, If):
+            if not guarded:
+                _checks_in(t.cond, found)
+            scan(t.then, True)
+        elif isinstance(t, Store):
+            stored.add(id(t.buffer))
+            if not guarded:
+                for e in (*t.indices, t.value):
+                    _checks_in(e, found)
+
+    scan(s, False)
+    return [c for c in found if not (free_vars(c) & inner) and not any(id(ld.tensor) in stored for ld in loads_in(c))]
+
+
 def _size(s: Stmt) -> int:
     """Rough count of statements emitted for ``s``."""
     if isinstance(s, Store):
@@ -224,6 +283,7 @@ class _Emitter(ScalarExprs, VectorExprs):
         self.param_decls: list[tuple[str, str]] = []  # (C declaration, C name) of each kernel param
         self.sites: dict[int, str] = {}  # index-check site id -> C name of its message
         self.checks = False  # the C function being emitted checks indices (declares tsr_hit)
+        self.hoisted: set[Expr] = set()  # index checks already made before an enclosing loop
 
     def fresh(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0)
@@ -410,6 +470,19 @@ class _Emitter(ScalarExprs, VectorExprs):
     def loop(self, s: For, ind: int) -> list[str]:
         if s.extent <= 0:
             return []
+        # an index check invariant in the loop is made once before it: the loop's code is then the
+        # same as without checks (e.g. a Gather of one row fused into a GEMM keeps its vectorization)
+        new = list(dict.fromkeys(c for c in map(self.prep, _invariant_checks(s)) if c not in self.hoisted))
+        if not new:
+            return self._loop(s, ind)
+        checks = [f"{'  ' * ind}(void){self.sexpr(c)};" for c in new]
+        self.hoisted.update(new)
+        try:
+            return [*checks, *self._loop(s, ind)]
+        finally:
+            self.hoisted.difference_update(new)
+
+    def _loop(self, s: For, ind: int) -> list[str]:
         if s.extent > 1 and s.kind == "unrolled" and self.promoted and self.full_unroll(s):
             lines = self.store_across_lanes(s, ind)
             if lines is not None:

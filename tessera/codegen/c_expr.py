@@ -21,6 +21,7 @@ class ScalarExprs:
     """Mixin emitting a scalar C expression; the host class resolves variables and loads."""
 
     ranges: dict[str, tuple[int, int]]
+    hoisted: set[Expr]  # index checks made before an enclosing loop (emitted as their plain index)
 
     def var_ref(self, name: str) -> str:
         raise NotImplementedError
@@ -125,6 +126,8 @@ class ScalarExprs:
     def _call(self, e: Call) -> str:
         fn, dt = e.fn, e.args[0].dtype
         c_type(dt)
+        if fn == INDEX_CHECK and e in self.hoisted:  # checked before an enclosing loop
+            return self.sexpr(e.args[0])
         if fn == INDEX_CHECK:  # the index itself; records the site when out of [0, n)
             w, n = self.sexpr(e.args[0]), self.sexpr(e.args[1])
             return f"tsr_index_check({w}, {n}, {self.index_site(e.args[2])}, &tsr_hit)"

@@ -158,6 +158,26 @@ def test_bad_index_met_by_any_pool_thread_is_reported() -> None:
         assert_matches(_run(g, model, feeds), want, ["y"])
 
 
+def test_checked_before_the_loop_when_invariant() -> None:
+    """One row picked by a scalar index and fed to a MatMul (BERT's pooler): the check is made once,
+    before the loops (which keep the code they have without checks), and still fails the run."""
+    b = GB("g_pick")
+    x, i = b.input("x", (1, 16, 32)), b.input("i", (), "i64")
+    row = b.op("Gather", [x, i], name="pick", axis=1)
+    b.op("MatMul", [row, b.randc("w", 32, 24)], outs=["y"])
+    g = b.done("y")
+    comp = compile_graph(g)
+    assert "(void)tsr_index_check(" in comp.source
+    model = CompiledModel(comp.library, comp.manifest, comp.weights, num_threads=2)
+    xv = np.random.default_rng(5).standard_normal((1, 16, 32)).astype(np.float32)
+    for k in (3, -1, -16, 15):
+        assert_matches(model(xv, np.array(k)), run_reference(g, {"x": xv, "i": np.array(k)}), ["y"])
+    for k in (16, -17):
+        with pytest.raises(ExecutionError, match=re.escape("node 'pick' (Gather): an index is out of range for "
+                                                           "axis 1 of size 16")):
+            model(xv, np.array(k))
+
+
 def test_artifact_round_trip_reports_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tessera.cli import main
     from tessera.runtime.artifact import load_artifact, save_artifact
