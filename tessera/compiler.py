@@ -120,7 +120,8 @@ def compile_graph(
     """Compile a graph for a CPU target (see module docstring). ``tuning``: a tuning database (path
     or :class:`~tessera.tune.TuningDB`) whose best records replace default schedules; None = the
     default database when it exists; False = default schedules only."""
-    from tessera.codegen.c import render_kernel, render_module
+    from tessera.codegen.c import c_string, render_kernel, render_module
+    from tessera.loop.computes.index_check import CHECKED_OPS
     from tessera.runtime.memory_plan import BufferLife, plan_memory
     from tessera.runtime.program import (
         CompileInfo,
@@ -228,6 +229,10 @@ def compile_graph(
         args += [f"(void*)(weights + {packed_offset[(step, j)]})"
                  for j in range(len(ck.kernel.attrs["packed_constants"]))]
         calls.append(f"  {{ TSR_T0; {ck.kernel.name}({', '.join(args)}); TSR_T1({step}); }}")
+        checked = [n for n in ck.group.nodes if n.op in CHECKED_OPS]
+        if checked and "tsr_index_check(" in rendered[step]:
+            where = ", ".join(f"{n.name!r} ({n.op})" for n in checked)
+            calls.append(f"  tsr_note_where({c_string(('node ' if len(checked) == 1 else 'nodes ') + where)});")
     copies = []
     for k, v in enumerate(g.outputs):  # outputs no kernel writes: inputs, constants, aliases
         r = root(v)

@@ -112,15 +112,25 @@ static __attribute__((noinline, cold, unused)) void tsr_index_fail(const char* s
   if (!atomic_load_explicit(&tsr_index_error, memory_order_relaxed))  /* stored once: no fight over the line */
     atomic_store_explicit(&tsr_index_error, site, memory_order_relaxed);
 }
+static const char* tsr_where_pending = 0;
+static const char* tsr_where_text = "";
+/* called by tsr_run after a kernel that checks indices: the first such kernel to fail names its node(s) */
+static inline __attribute__((unused)) void tsr_note_where(const char* where) {
+  if (!tsr_where_pending && atomic_load_explicit(&tsr_index_error, memory_order_relaxed)) tsr_where_pending = where;
+}
 /* 1 (and the message kept for tsr_error_message) if a kernel met an index out of range since the last call, else 0 */
 static inline int tsr_take_error(void) {
   const char* e = atomic_exchange_explicit(&tsr_index_error, (const char*)0, memory_order_relaxed);
+  const char* where = tsr_where_pending;
+  tsr_where_pending = 0;
   if (!e) return 0;
   tsr_error_text = e;
+  tsr_where_text = where ? where : "";
   return 1;
 }
-/* what the last failed tsr_run met */
+/* what the last failed tsr_run met, and the node(s) of the kernel that met it ("" if unknown) */
 const char* tsr_error_message(void) { return tsr_error_text; }
+const char* tsr_error_where(void) { return tsr_where_text; }
 """
 
 

@@ -258,13 +258,17 @@ class CompiledModel:
 
     def _error_message(self) -> str:
         """What the library says its last failed run met (``tsr_error_message``; "" if it cannot say)."""
-        fn = getattr(self._lib, "tsr_error_message", None)  # absent from libraries built before index checks
-        if fn is None:
-            return ""
-        fn.argtypes = []
-        fn.restype = ctypes.c_char_p
-        text = fn() or b""
-        return text[:1000].decode("utf-8", "replace")
+        texts = []
+        for symbol in ("tsr_error_where", "tsr_error_message"):  # absent from libraries built before index checks
+            fn = getattr(self._lib, symbol, None)
+            if fn is None:
+                continue
+            fn.argtypes = []
+            fn.restype = ctypes.c_char_p
+            text = (fn() or b"")[:1000].decode("utf-8", "replace")
+            if text:
+                texts.append(text)
+        return ": ".join(texts)
 
     def run_dict(self, *args: Any) -> dict[str, np.ndarray]:
         """Like calling the model, but returns ``{output name: array}``."""

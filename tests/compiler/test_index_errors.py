@@ -222,3 +222,18 @@ def test_embedding_through_tessera_compile_and_torch_compile() -> None:
         with pytest.raises(IndexError, match="index out of range"):
             compiled(torch.tensor([1, 7]))
         np.testing.assert_array_equal(compiled(torch.tensor([4, 0])).numpy(), weight[[4, 0]])
+
+
+def test_node_names_stay_out_of_workload_keys() -> None:
+    """Two embedding lookups that differ only in node and value names are one tuning workload (the
+    index check's message names no node; the compiled entry names it when a run fails)."""
+    from tessera.tune.tasks import extract_tasks
+
+    def lookup(node: str) -> Graph:
+        b = GB(f"emb_{node}")
+        ind = b.input(f"ids_{node}", (4,), "i64")
+        y = b.op("Gather", [b.randc(f"table_{node}", 10, 8), ind], name=node, axis=0)
+        return b.done(b.op("Relu", [y]))
+
+    keys = [[t.key for t in extract_tasks(lookup(name))] for name in ("first", "second")]
+    assert keys[0] and keys[0] == keys[1]

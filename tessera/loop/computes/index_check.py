@@ -15,6 +15,7 @@ from tessera.loop.expr import Call, Expr, cast, const
 from tessera.loop.te_eval import CALLS
 
 INDEX_CHECK = "index_check"
+CHECKED_OPS = frozenset({"Gather", "GatherElements", "GatherND", "ScatterElements", "ScatterND"})  # ops that check
 SITES: dict[int, str] = {}  # site id -> message
 
 

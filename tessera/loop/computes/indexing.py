@@ -27,7 +27,9 @@ def wrap_index(v: Expr, n: int, ctx: ComputeContext, op: str, axis: int) -> Expr
     """An index value read from a tensor, as an in-bounds i64 index into ``axis`` (of length
     ``n``) of ``ctx``'s node (an ``op``); a value outside ``[-n, n-1]`` is reported at run time."""
     v = cast(v, "i64")
-    what = f"node {ctx.name!r} ({op}): an index is out of range for axis {axis} of size {n}"
+    # no node name here: it would enter the workload key (tuning records are shared across models);
+    # the compiler names the kernel's node when the run fails (tsr_note_where)
+    what = f"an index is out of range for axis {axis} of size {n}"
     return clamp(index_check(select(v.lt(0), v + n, v), n, what), 0, n - 1)
 
 
