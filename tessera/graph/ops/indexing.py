@@ -38,8 +38,9 @@ def _fix_negative(idx: np.ndarray, size: int) -> np.ndarray:
     return np.where(idx < 0, idx + size, idx)
 
 
-def _check_indices(idx: np.ndarray, size: int, what: str) -> None:
-    if idx.size and (idx.min() < 0 or idx.max() >= size):
+def _check_indices(idx: np.ndarray, size: int | np.ndarray, what: str) -> None:
+    """Refuse wrapped indices outside ``[0, size)`` (``size`` may give one bound per last-axis column)."""
+    if idx.size and (idx.min() < 0 or (idx >= size).any()):
         raise IndexError(f"{what} index out of range for a dim of size {size}")
 
 
@@ -128,6 +129,7 @@ def _gather_nd_ref(x: Arrays, a: dict[str, Any], n: int) -> list[np.ndarray]:
     for i in range(nb):
         rows = ii[i]
         rows = np.where(rows < 0, rows + np.array(d.shape[1:1 + m]), rows)
+        _check_indices(rows, np.array(d.shape[1:1 + m]), "GatherND")
         parts.append(d[i][tuple(rows.T)])
     return [np.stack(parts).reshape(idx.shape[:-1] + data.shape[b + m:])]
 
@@ -187,6 +189,7 @@ def _scatter_nd_ref(x: Arrays, a: dict[str, Any], n: int) -> list[np.ndarray]:
     m = idx.shape[-1]
     rows = idx.reshape(-1, m).astype(np.int64)
     rows = np.where(rows < 0, rows + np.array(data.shape[:m]), rows)
+    _check_indices(rows, np.array(data.shape[:m]), "ScatterND")
     vals = upd.reshape((rows.shape[0],) + data.shape[m:])
     out = data.copy()
     fn = _REDUCTIONS[a["reduction"]]
