@@ -391,20 +391,28 @@ def _shallow(e: Expr) -> tuple[Any, ...]:
     return (e.dtype,)
 
 
-def depth(e: Expr) -> int:
-    """Nodes on the longest root-to-leaf path of ``e`` (shared sub-expressions counted once)."""
-    memo: dict[int, int] = {}
+def postorder(e: Expr) -> Iterator[Expr]:
+    """Every distinct node of ``e`` (by identity) once, each after its children, left to right (iterative)."""
+    done: set[int] = set()
     stack: list[tuple[Expr, bool]] = [(e, False)]
     while stack:
         x, ready = stack.pop()
-        if id(x) in memo:
+        if id(x) in done:
             continue
         kids = children(x)
         if kids and not ready:
             stack.append((x, True))
-            stack.extend((k, False) for k in kids)
+            stack.extend((k, False) for k in reversed(kids) if id(k) not in done)
             continue
-        memo[id(x)] = 1 + max((memo[id(k)] for k in kids), default=0)
+        done.add(id(x))
+        yield x
+
+
+def depth(e: Expr) -> int:
+    """Nodes on the longest root-to-leaf path of ``e`` (shared sub-expressions counted once)."""
+    memo: dict[int, int] = {}
+    for x in postorder(e):
+        memo[id(x)] = 1 + max((memo[id(k)] for k in children(x)), default=0)
     return memo[id(e)]
 
 
@@ -575,16 +583,8 @@ def to_str(e: Expr) -> str:
         for k in children(x):
             uses[id(k)] = uses.get(id(k), 0) + 1
     memo: dict[int, str] = {}
-    stack: list[tuple[Expr, bool]] = [(e, False)]
-    while stack:
-        x, ready = stack.pop()
-        if id(x) in memo:
-            continue
+    for x in postorder(e):
         kids = children(x)
-        if kids and not ready:
-            stack.append((x, True))
-            stack.extend((k, False) for k in reversed(kids) if id(k) not in memo)
-            continue
         memo[id(x)] = _node_str(x, [memo[id(k)] for k in kids])
         for k in kids:
             uses[id(k)] -= 1
