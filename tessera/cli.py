@@ -17,6 +17,7 @@ import numpy as np
 
 from tessera.cli_files import check_output_path, load_npy, os_error_message, save_npz
 from tessera.errors import TesseraError
+from tessera.limits import format_bytes
 
 _MAX_THREADS = 256  # the generated pool's TSR_MAX_WORKERS (255) plus the caller
 
@@ -346,13 +347,6 @@ class _Built:
     weights: np.ndarray
 
 
-def _fmt_bytes(n: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 def _cmd_compile(args: argparse.Namespace) -> int:
     from tessera.api import load_model
     from tessera.compiler import compile_graph
@@ -387,9 +381,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     mem = comp.manifest.memory
     saved = 1 - mem.peak_activation_bytes / mem.naive_activation_bytes if mem.naive_activation_bytes else 0.0
     print(f"compiled {g.name} for {comp.manifest.target.name}: {len(comp.kernels)} kernel(s) in {comp.seconds:.2f} s")
-    print(f"activation memory: peak {_fmt_bytes(mem.peak_activation_bytes)} vs naive sum "
-          f"{_fmt_bytes(mem.naive_activation_bytes)} ({saved:.0%} saved); weights {_fmt_bytes(comp.weights.nbytes)}")
-    print(f"artifact: {out} ({_fmt_bytes(out.stat().st_size)})")
+    print(f"activation memory: peak {format_bytes(mem.peak_activation_bytes)} vs naive sum "
+          f"{format_bytes(mem.naive_activation_bytes)} ({saved:.0%} saved); "
+          f"weights {format_bytes(comp.weights.nbytes)}")
+    print(f"artifact: {out} ({format_bytes(out.stat().st_size)})")
     if args.dump:
         print(f"dumped C source, loop IR and schedules to {args.dump}")
     return 0
@@ -477,8 +472,8 @@ def _cmd_targets(args: argparse.Namespace) -> int:
         t = load_target(name)
         cores = str(t.cores) if t.cores else f"auto ({t.effective_cores()})"
         table.add_row(t.name, t.arch, str(t.vector_bits), str(t.lanes("f32")), str(t.vector_registers), cores,
-                      _fmt_bytes(t.caches.l1d), _fmt_bytes(t.caches.l2),
-                      _fmt_bytes(t.caches.l3) if t.caches.l3 else "-", f"{t.frequency_ghz:g}",
+                      format_bytes(t.caches.l1d), format_bytes(t.caches.l2),
+                      format_bytes(t.caches.l3) if t.caches.l3 else "-", f"{t.frequency_ghz:g}",
                       f"{t.peak_gflops():.0f}", "yes" if is_native(t) else "no")
     console = Console(width=max(Console().width, 140))
     console.print(table)
@@ -487,8 +482,8 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     except TesseraError as e:
         print(f"host: no built-in target fits this machine ({e})")
         return 0
-    print(f"host -> {h.name}: {h.effective_cores()} core(s), L1d {_fmt_bytes(h.caches.l1d)}, "
-          f"L2 {_fmt_bytes(h.caches.l2)}, L3 {_fmt_bytes(h.caches.l3) if h.caches.l3 else '-'}, "
+    print(f"host -> {h.name}: {h.effective_cores()} core(s), L1d {format_bytes(h.caches.l1d)}, "
+          f"L2 {format_bytes(h.caches.l2)}, L3 {format_bytes(h.caches.l3) if h.caches.l3 else '-'}, "
           f"peak {h.peak_gflops():.0f} GFLOP/s")
     _print_npu_targets(console)
     return 0
