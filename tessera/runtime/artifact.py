@@ -265,6 +265,6 @@ def load_artifact(path: str | os.PathLike[str], *, num_threads: int | None = Non
     _check_hashes(((LIBRARY, manifest.library_sha256, library),
                              (WEIGHTS, manifest.weights_sha256, weights)), path)
     check_host_compatible(manifest, str(path))
-    sha = sha256_hex(library)
+    sha = manifest.library_sha256  # just checked against the library's bytes
     return CompiledModel(cached_library(library, sha), manifest, weights, copy_weights=False, num_threads=num_threads,
                          source=str(path))
